@@ -1,0 +1,164 @@
+"""Streaming mean activations per site, kept per token position of each group.
+
+:func:`mean_activations` walks an iterable of batches once (it never holds more than one
+batch), accumulates sums in float64, and returns :class:`Means`: for every site a
+``[positions_in_group, width]`` float32 mean (``width`` = ``head_dim`` or ``d_model``).
+Means save to ``<path>.safetensors`` + ``<path>.json`` (never pickles).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from nnvtv import _trace
+from nnvtv.errors import CheckpointError, EmptyDataError, FingerprintMismatchError, ShapeMismatchError, SiteError
+from nnvtv.patching import Patch
+from nnvtv.sites import Site, SiteSpace
+
+if TYPE_CHECKING:
+    from nnvtv.model import Model
+
+__all__ = ["Means", "mean_activations"]
+
+
+class Means(Mapping[Site, torch.Tensor]):
+    """Per-site mean activations ``{site: FloatTensor[positions_in_group, width]}``.
+
+    Attributes:
+        count: number of prompts averaged.
+        fingerprint: :attr:`nnvtv.Model.fingerprint` of the model they came from.
+        meta: free-form provenance (task, prompts, shots ...), JSON-serialisable.
+    """
+
+    def __init__(self, values: Mapping[Site, torch.Tensor], *, count: int, fingerprint: str, meta: Mapping[str, Any] | None = None):
+        self._values = dict(values)
+        self.count = int(count)
+        self.fingerprint = fingerprint
+        self.meta = dict(meta or {})
+
+    def __getitem__(self, site: Site) -> torch.Tensor:
+        try:
+            return self._values[site]
+        except KeyError:
+            raise SiteError(f"no mean for site {site}; these means cover {len(self)} sites") from None
+
+    def __iter__(self) -> Iterator[Site]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @property
+    def space(self) -> SiteSpace:
+        return SiteSpace(self._values)
+
+    def check_covers(self, model: Model, space: Iterable[Site]) -> None:
+        """Raise unless these means were taken on ``model`` and cover every site of ``space``."""
+        if self.fingerprint != model.fingerprint:
+            raise FingerprintMismatchError(
+                f"these means come from a model with fingerprint {self.fingerprint}, not "
+                f"{model.name!r} ({model.fingerprint}); collect means on this model"
+            )
+        missing = [s for s in space if s not in self._values]
+        if missing:
+            raise SiteError(f"means are missing {len(missing)} site(s) of the space, e.g. {[str(s) for s in missing[:3]]}")
+
+    def patch(self, sites: Iterable[Site] | None = None, mode: str = "replace") -> Patch:
+        """A :class:`Patch` with these means at ``sites`` (default: all)."""
+        chosen = list(self._values) if sites is None else list(sites)
+        return Patch({s: self[s] for s in chosen}, mode=mode)
+
+    def subset(self, sites: Iterable[Site]) -> Means:
+        return Means({s: self[s] for s in sites}, count=self.count, fingerprint=self.fingerprint, meta=self.meta)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path.safetensors`` and ``path.json``; returns the safetensors path."""
+        base = Path(path).with_suffix("")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        save_file({str(s): v.contiguous() for s, v in self._values.items()}, str(base) + ".safetensors")
+        Path(str(base) + ".json").write_text(
+            json.dumps({"format": "nnvtv.means/1", "count": self.count, "fingerprint": self.fingerprint, "sites": [str(s) for s in self._values], "meta": self.meta}, indent=1)
+        )
+        return Path(str(base) + ".safetensors")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Means:
+        base = Path(path).with_suffix("")
+        try:
+            info = json.loads(Path(str(base) + ".json").read_text())
+            tensors = load_file(str(base) + ".safetensors")
+        except (OSError, ValueError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"cannot read means at {base}.{{json,safetensors}}: {exc}") from exc
+        if info.get("format") != "nnvtv.means/1":
+            raise CheckpointError(f"{base}.json is not an nnvtv means file (format={info.get('format')!r})")
+        values = {Site.parse(n): tensors[n] for n in info["sites"]}
+        return cls(values, count=info["count"], fingerprint=info["fingerprint"], meta=info.get("meta"))
+
+    def __repr__(self) -> str:
+        return f"Means({len(self)} sites, count={self.count}, model={self.fingerprint})"
+
+
+def mean_activations(
+    model: Model,
+    batches: Iterable[Any],
+    space: Iterable[Site],
+    *,
+    meta: Mapping[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Means:
+    """Mean activation of every site of ``space`` over all rows of ``batches``.
+
+    Args:
+        model: the wrapped model.
+        batches: iterable of batches (prompt lists or :class:`ModelInputs`); streamed once.
+        space: sites to collect (a :class:`SiteSpace` or any iterable of sites).
+        meta: provenance stored with the means.
+        progress: called with the number of rows after each batch.
+
+    Returns:
+        :class:`Means` with ``[positions_in_group, width]`` float32 values.
+    """
+    sites = list(space)
+    if not sites:
+        raise EmptyDataError("the site space is empty; nothing to collect")
+    for s in sites:
+        model.check_site(s)
+    needed: dict[tuple[str, int, str], set[str]] = {}
+    for s in sites:
+        needed.setdefault((s.stream, s.layer, _trace.where_of(s)), set()).add(s.group)
+    sums: dict[tuple[tuple[str, int, str], str], torch.Tensor] = {}
+    count = 0
+    for batch in batches:
+        inputs = model.inputs(batch)
+        visits = model.visits(sites)
+        for key, groups in needed.items():
+            def reader(x: torch.Tensor, key: tuple[str, int, str] = key, groups: set[str] = groups) -> None:
+                n_heads = model.streams[key[0]].n_heads
+                for g in groups:
+                    vals = _trace.read_heads(x, inputs.group_positions(key[0], g), key[2], n_heads)
+                    total = vals.detach().to(torch.float64).sum(0)  # [P, heads, width]
+                    prev = sums.get((key, g))
+                    if prev is not None and prev.shape != total.shape:
+                        raise ShapeMismatchError(
+                            f"group {g!r} has {total.shape[0]} positions in this batch but "
+                            f"{prev.shape[0]} before; every prompt must give the group the same size"
+                        )
+                    sums[(key, g)] = total if prev is None else prev + total
+            visits[key].reader = reader
+        model.trace_visits(inputs, visits.values(), readout=False)
+        count += inputs.batch_size
+        if progress is not None:
+            progress(count)
+    if count == 0:
+        raise EmptyDataError("mean_activations got no batches (the iterable was empty)")
+    values = {}
+    for s in sites:
+        total = sums[((s.stream, s.layer, _trace.where_of(s)), s.group)]
+        values[s] = (total[:, 0 if s.head is None else s.head] / count).to(torch.float32)
+    return Means(values, count=count, fingerprint=model.fingerprint, meta=meta)

@@ -1,0 +1,246 @@
+"""The :class:`Strategy` protocol every search algorithm speaks, and shared bookkeeping.
+
+A strategy searches over binary masks of a *site space* of ``n_sites`` sites. It uses the
+cmaes verbs (``ask`` / ``tell`` / ``should_stop``) and the caller owns the loop::
+
+    while not strategy.should_stop():
+        masks = strategy.ask()              # BoolTensor[B, n_sites], B <= population_size
+        losses = objective(masks)           # FloatTensor[B]; one row = one forward pass
+        strategy.tell(masks, losses)        # losses are ALWAYS minimized
+    final = strategy.result()               # StrategyResult
+
+:func:`nnvtv.search.run_search` is that loop with a budget, a sparsity penalty, held-out
+evaluation and history. Strategies never see a model: only masks in, losses out.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from nnvtv.errors import ConfigError, NnvtvError, ShapeMismatchError
+
+__all__ = [
+    "BaseStrategy",
+    "ObjectiveError",
+    "Strategy",
+    "StrategyResult",
+    "StrategyStateError",
+]
+
+
+class StrategyStateError(NnvtvError, RuntimeError):
+    """``ask``/``tell`` were called out of order, or ``tell`` got masks that were never asked."""
+
+
+class ObjectiveError(NnvtvError, ValueError):
+    """The objective returned something a strategy cannot use (wrong shape, NaN, ...)."""
+
+
+@dataclass
+class StrategyResult:
+    """What a strategy selects at the end of (or at any point during) a search.
+
+    Attributes:
+        mask: ``BoolTensor[n_sites]``, the final site selection.
+        probabilities: ``FloatTensor[n_sites]`` with per-site selection probabilities for
+            strategies that keep a distribution (reinforce, cmaes), else ``None``.
+        extra: strategy-specific details (e.g. ranking's per-site ``effects``).
+    """
+
+    mask: torch.Tensor
+    probabilities: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """A search algorithm over binary site masks (cmaes-style ask/tell, always minimizing).
+
+    ``ask()`` returns ``BoolTensor[B, n_sites]`` with ``1 <= B <= population_size``; every row
+    costs one forward pass of the objective. ``tell(masks, losses)`` takes those masks and
+    ``FloatTensor[B]`` losses (lower is better) and must not modify the caller's tensors.
+    ``result()`` may be called at any time (e.g. when the budget ran out mid-search).
+    """
+
+    @property
+    def n_sites(self) -> int:
+        """Size of the site space (mask width)."""
+        ...
+
+    @property
+    def population_size(self) -> int:
+        """The largest number of masks a single ``ask()`` returns."""
+        ...
+
+    @property
+    def generation(self) -> int:
+        """Number of completed ``tell`` calls."""
+        ...
+
+    def ask(self) -> torch.Tensor:
+        """Return the next batch of candidate masks, ``BoolTensor[B, n_sites]``."""
+        ...
+
+    def tell(self, masks: torch.Tensor, losses: torch.Tensor) -> None:
+        """Report ``FloatTensor[B]`` losses (minimized) for the ``BoolTensor[B, n_sites]`` masks."""
+        ...
+
+    def should_stop(self) -> bool:
+        """True when the strategy has nothing useful left to ask."""
+        ...
+
+    def result(self) -> StrategyResult:
+        """The current final selection."""
+        ...
+
+
+class BaseStrategy(abc.ABC):
+    """Optional base class with the bookkeeping every strategy needs.
+
+    It validates ``n_sites`` and ``seed``, owns a seeded ``torch.Generator`` (``self._generator``;
+    draw all randomness from it so equal seeds give equal searches), counts generations, and
+    offers :meth:`_check_tell` to validate and copy what ``tell`` receives. State is picklable.
+
+    Subclasses implement ``population_size``, ``ask``, ``tell``, ``result`` and may override
+    ``should_stop`` (default: never) and ``current_probabilities`` (default: ``None``).
+    """
+
+    def __init__(self, n_sites: int, *, seed: int = 0) -> None:
+        if isinstance(n_sites, bool) or not isinstance(n_sites, int) or n_sites < 1:
+            raise ConfigError(f"n_sites must be a positive int, got {n_sites!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
+        self._n_sites = n_sites
+        self._seed = seed
+        self._generation = 0
+        self._generator = torch.Generator().manual_seed(seed)
+        self._pending: torch.Tensor | None = None
+
+    @property
+    def n_sites(self) -> int:
+        return self._n_sites
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    @abc.abstractmethod
+    def population_size(self) -> int: ...
+
+    @abc.abstractmethod
+    def ask(self) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def tell(self, masks: torch.Tensor, losses: torch.Tensor) -> None: ...
+
+    @abc.abstractmethod
+    def result(self) -> StrategyResult: ...
+
+    def should_stop(self) -> bool:
+        return False
+
+    def current_probabilities(self) -> torch.Tensor | None:
+        """``FloatTensor[n_sites]`` per-site selection probability now, if the strategy has one."""
+        return None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(n_sites={self._n_sites}, seed={self._seed}, "
+            f"population_size={self.population_size}, generation={self._generation})"
+        )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _remember(self, masks: torch.Tensor) -> torch.Tensor:
+        """Record the batch an ``ask`` hands out; return a copy for the caller."""
+        self._pending = masks.detach().to(torch.bool).clone()
+        return self._pending.clone()
+
+    def _check_tell(
+        self, masks: torch.Tensor, losses: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate ``tell`` input; return private copies ``(BoolTensor[B, n], float64[B])``.
+
+        ``masks`` must be exactly the batch of the last ``ask()`` (same rows, same order): the
+        strategies map rows back to their own candidates. Clears the pending batch.
+        """
+        if self._pending is None:
+            raise StrategyStateError(
+                f"{type(self).__name__}.tell() called without a pending ask(); call ask() first "
+                "and tell() exactly once with its masks"
+            )
+        if not isinstance(masks, torch.Tensor) or masks.ndim != 2 or masks.shape[1] != self._n_sites:
+            shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
+            raise ShapeMismatchError(
+                f"tell() expects masks of shape [B, {self._n_sites}] (BoolTensor), got {shape}"
+            )
+        losses = torch.as_tensor(losses)
+        if losses.ndim != 1 or losses.shape[0] != masks.shape[0]:
+            raise ShapeMismatchError(
+                f"tell() expects one loss per mask: losses of shape [{masks.shape[0]}], "
+                f"got {tuple(losses.shape)}"
+            )
+        losses = losses.detach().to("cpu", torch.float64).clone()
+        if not bool(torch.isfinite(losses).all()):
+            bad = int((~torch.isfinite(losses)).sum())
+            raise ObjectiveError(
+                f"{bad} of {losses.numel()} losses are NaN or infinite; the objective must return "
+                "finite losses (check the metric, e.g. an empty prediction or a log(0))"
+            )
+        masks = masks.detach().to("cpu", torch.bool)
+        if masks.shape != self._pending.shape or not torch.equal(masks, self._pending):
+            raise StrategyStateError(
+                f"{type(self).__name__}.tell() got masks that differ from the last ask() "
+                f"(asked {tuple(self._pending.shape)}, told {tuple(masks.shape)}); pass the "
+                "asked masks unchanged, in the same order"
+            )
+        self._pending = None
+        return masks.clone(), losses
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_generator"] = self._generator.get_state()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        gen_state = state.pop("_generator")
+        self.__dict__.update(state)
+        self._generator = torch.Generator()
+        self._generator.set_state(gen_state)
+
+
+def _check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        extra = " or None" if allow_none else ""
+        raise ConfigError(f"{name} must be a positive int{extra}, got {value!r}")
+
+
+def _check_float(
+    name: str, value: Any, *, low: float | None = None, high: float | None = None,
+    low_open: bool = False,
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        op = ">" if low_open else ">="
+        raise ConfigError(f"{name} must be {op} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{name} must be <= {high}, got {value!r}")
+    return float(value)
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
