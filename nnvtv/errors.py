@@ -66,3 +66,11 @@ class MissingDependencyError(NnvtvError, ImportError):
 
 class RemoteError(NnvtvError, RuntimeError):
     """Remote (NDIF) execution cannot run: missing key, no network, or a local-only model."""
+
+
+class StrategyStateError(NnvtvError, RuntimeError):
+    """``ask``/``tell`` were called out of order, or ``tell`` got masks that were never asked."""
+
+
+class ObjectiveError(NnvtvError, ValueError):
+    """The search objective returned something a strategy cannot use (wrong shape, NaN ...)."""

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from nnvtv.errors import ConfigError, NnvtvError, ShapeMismatchError
+from nnvtv.errors import ConfigError, ObjectiveError, ShapeMismatchError, StrategyStateError
 
 __all__ = [
     "BaseStrategy",
@@ -31,14 +31,6 @@ __all__ = [
     "StrategyResult",
     "StrategyStateError",
 ]
-
-
-class StrategyStateError(NnvtvError, RuntimeError):
-    """``ask``/``tell`` were called out of order, or ``tell`` got masks that were never asked."""
-
-
-class ObjectiveError(NnvtvError, ValueError):
-    """The objective returned something a strategy cannot use (wrong shape, NaN, ...)."""
 
 
 @dataclass
@@ -65,6 +57,9 @@ class Strategy(Protocol):
     costs one forward pass of the objective. ``tell(masks, losses)`` takes those masks and
     ``FloatTensor[B]`` losses (lower is better) and must not modify the caller's tensors.
     ``result()`` may be called at any time (e.g. when the budget ran out mid-search).
+
+    Optional: ``current_probabilities() -> FloatTensor[n_sites] | None``; when present,
+    :func:`~nnvtv.search.run_search` logs its mean per step (``SearchStep.p_mean``).
     """
 
     @property
@@ -179,7 +174,11 @@ class BaseStrategy(abc.ABC):
                 f"{type(self).__name__}.tell() called without a pending ask(); call ask() first "
                 "and tell() exactly once with its masks"
             )
-        if not isinstance(masks, torch.Tensor) or masks.ndim != 2 or masks.shape[1] != self._n_sites:
+        if (
+            not isinstance(masks, torch.Tensor)
+            or masks.ndim != 2
+            or masks.shape[1] != self._n_sites
+        ):
             shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
             raise ShapeMismatchError(
                 f"tell() expects masks of shape [B, {self._n_sites}] (BoolTensor), got {shape}"
@@ -228,7 +227,11 @@ def _check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> N
 
 
 def _check_float(
-    name: str, value: Any, *, low: float | None = None, high: float | None = None,
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
     low_open: bool = False,
 ) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

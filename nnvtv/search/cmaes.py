@@ -50,10 +50,19 @@ class CMAES(BaseStrategy):
     Args:
         n_sites: size of the site space.
         seed: seeds all sampling (cmaes is reseeded from a torch generator at every ``ask``).
-        population_size: masks per ``ask()``; ``None``: cmaes's default ``4 + floor(3 ln n)``.
-        sigma: initial step size.
-        init_mean: initial mean of every score. ``-0.6`` with ``sigma=1`` selects each site with
-            probability ``Phi(-0.6) ~ 0.27``, the same start as ``reinforce`` (``sigmoid(-1)``).
+        population_size: masks per ``ask()``, >= 2. ``None``: ``max(4 + floor(3 ln n),
+            3 * ceil(sqrt(n)))``: cmaes's own default (Hansen's tutorial, eq. 48) for small
+            spaces, growing like ``sqrt(n)`` for large ones (12 for 16 sites, 45 for 200, 102
+            for 1152). On planted-subset problems (noise 0.1, 10 seeds) cmaes's default found
+            the set 7/10 times at 48 sites (15 masks) and 0/10 at 200 (19 masks);
+            ``3 * ceil(sqrt(n))`` 10/10 at both.
+            (Sign thresholds make a plateau landscape where larger populations are more
+            robust.) At 1152 sites SepCMA did not find 40 planted sites within 16k forward
+            passes at any population size tried; reinforce did.
+        init_prob: initial probability that a site is selected, in (0, 1). The search starts at
+            ``m = Phi^-1(init_prob)``, ``sigma = 1`` (only the ratio matters: thresholding at 0
+            and CMA-ES are both invariant to rescaling the scores). The default 0.27 matches
+            ``reinforce``'s start ``sigmoid(-1)``.
         variant: ``"sep"`` or ``"full"`` (see above).
         final: ``"best"`` (the lowest-loss mask this strategy was told) or ``"mean"`` (``m > 0``,
             the mode of the search distribution; never evaluated itself, more robust to noise).
@@ -65,8 +74,7 @@ class CMAES(BaseStrategy):
         *,
         seed: int = 0,
         population_size: int | None = None,
-        sigma: float = 1.0,
-        init_mean: float = -0.6,
+        init_prob: float = 0.27,
         variant: str = "sep",
         final: str = "best",
     ) -> None:
@@ -74,8 +82,12 @@ class CMAES(BaseStrategy):
         _check_positive_int("population_size", population_size, allow_none=True)
         if population_size is not None and population_size < 2:
             raise ConfigError(f"population_size must be >= 2 for CMA-ES, got {population_size}")
-        sigma = _check_float("sigma", sigma, low=0.0, low_open=True)
-        init_mean = _check_float("init_mean", init_mean)
+        init_prob = _check_float("init_prob", init_prob, low=0.0, low_open=True, high=1.0)
+        if init_prob >= 1.0:
+            raise ConfigError(f"init_prob must be < 1, got {init_prob!r}")
+        if population_size is None:
+            ceil_sqrt = math.isqrt(n_sites - 1) + 1  # ceil(sqrt(n)) for n >= 1
+            population_size = max(4 + math.floor(3 * math.log(n_sites)), 3 * ceil_sqrt)
         _check_choice("variant", variant, ("sep", "full"))
         _check_choice("final", final, ("best", "mean"))
         if variant == "full" and n_sites > _FULL_MAX_SITES:
@@ -85,9 +97,10 @@ class CMAES(BaseStrategy):
             )
         # cmaes requires dim >= 2: a one-site space is padded with a dummy score that is ignored
         self._dim = max(2, n_sites)
+        init_mean = float(torch.special.ndtri(torch.tensor(init_prob, dtype=torch.float64)))
         mean = np.full(self._dim, init_mean, dtype=np.float64)
         cls = _cmaes.SepCMA if variant == "sep" else _cmaes.CMA
-        self._opt = cls(mean=mean, sigma=sigma, seed=seed % 2**32, population_size=population_size)
+        self._opt = cls(mean=mean, sigma=1.0, seed=seed % 2**32, population_size=population_size)
         self._variant = variant
         self._final = final
         self._xs: np.ndarray | None = None  # scores of the pending batch, [population, dim]
@@ -132,7 +145,7 @@ class CMAES(BaseStrategy):
         if values[best] < self._best_loss:
             self._best_loss = values[best]
             self._best_mask = masks[best].clone()
-        self._opt.tell([(x.copy(), v) for x, v in zip(xs, values)])
+        self._opt.tell([(x.copy(), v) for x, v in zip(xs, values, strict=True)])
         self._generation += 1
 
     def should_stop(self) -> bool:

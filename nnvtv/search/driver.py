@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -116,7 +117,9 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 
 def _check_masks(masks: Any, n_sites: int, population: int, name: str) -> torch.Tensor:
     if not isinstance(masks, torch.Tensor):
-        raise ShapeMismatchError(f"{name}.ask() must return a BoolTensor, got {type(masks).__name__}")
+        raise ShapeMismatchError(
+            f"{name}.ask() must return a BoolTensor, got {type(masks).__name__}"
+        )
     if masks.dtype != torch.bool:
         raise DTypeMismatchError(f"{name}.ask() must return a torch.bool tensor, got {masks.dtype}")
     if masks.ndim != 2 or masks.shape[1] != n_sites or not 1 <= masks.shape[0] <= population:
@@ -281,8 +284,7 @@ def run_search(
         best_heldout = score_heldout(best_mask)
         final_heldout = score_heldout(final_mask)
         if history and history[-1].heldout is None:
-            last = history[-1]
-            history[-1] = SearchStep(**{**last.__dict__, "heldout": best_heldout})
+            history[-1] = dataclasses.replace(history[-1], heldout=best_heldout)
     return SearchRun(
         mask=final_mask,
         best_mask=best_mask,

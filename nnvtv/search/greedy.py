@@ -22,11 +22,12 @@ class Greedy(BaseStrategy):
 
     The first ``ask()`` scores the current (empty) set alone, ``BoolTensor[1, n_sites]``, so
     every later addition is compared against a measured loss. Each round then proposes
-    ``current set + one site`` for every remaining site, or for ``candidates`` remaining sites
-    drawn at random (the greedy random-search baseline of Hojel et al. for large site spaces),
-    and adds the site with the lowest loss if it beats the current loss by more than ``tol``.
-    The search stops when no proposal improves, ``max_sites`` sites are selected, or no site is
-    left. With ``candidates`` set, "no proposal improves" refers to that round's random sample.
+    ``current set + one site`` for every remaining site, or for ``candidates`` sites drawn at
+    random from those not yet tried with the current set (the greedy random-search baseline of
+    Hojel et al. for large site spaces), and adds the round's lowest-loss site if it beats the
+    current loss by more than ``tol``. A round without improvement marks its sites as tried;
+    the search stops when every remaining site was tried without improvement, ``max_sites``
+    sites are selected, or no site is left.
 
     Cost: ``1 + sum over rounds of min(candidates, remaining)`` forward passes, i.e. about
     ``k * n_sites`` to select ``k`` sites without subsampling.
@@ -62,6 +63,7 @@ class Greedy(BaseStrategy):
         self._selected = torch.zeros(n_sites, dtype=torch.bool)
         self._current_loss: float | None = None  # loss of the selected set, once measured
         self._baseline_loss: float | None = None  # loss of the empty set
+        self._untried = torch.ones(n_sites, dtype=torch.bool)  # not yet tried with this set
         self._order: list[int] = []
         self._losses: list[float] = []
         self._finished = False
@@ -73,7 +75,9 @@ class Greedy(BaseStrategy):
 
     @property
     def population_size(self) -> int:
-        per_round = self._n_sites if self._candidates is None else min(self._candidates, self._n_sites)
+        per_round = (
+            self._n_sites if self._candidates is None else min(self._candidates, self._n_sites)
+        )
         return per_round if self._batch_size is None else min(per_round, self._batch_size)
 
     @property
@@ -85,7 +89,7 @@ class Greedy(BaseStrategy):
         if self._current_loss is None:
             sites = torch.tensor([-1])
         else:
-            remaining = (~self._selected).nonzero().flatten()
+            remaining = self._untried.nonzero().flatten()
             if self._candidates is not None and self._candidates < remaining.numel():
                 perm = torch.randperm(remaining.numel(), generator=self._generator)
                 remaining = remaining[perm[: self._candidates]]
@@ -135,8 +139,10 @@ class Greedy(BaseStrategy):
             self._current_loss = best_loss
             self._order.append(site)
             self._losses.append(best_loss)
+            self._untried = ~self._selected
         else:
-            self._finished = True
+            self._untried[sites] = False
+            self._finished = not bool(self._untried.any())
 
     def should_stop(self) -> bool:
         if self._round_sites is not None:  # a round is half asked: finish it first

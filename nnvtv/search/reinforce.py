@@ -119,9 +119,9 @@ class Reinforce(BaseStrategy):
             advantage = ((losses - losses.mean()) / std).to(torch.float32)
         else:
             advantage = torch.zeros_like(losses, dtype=torch.float32)
-        m = masks.to(torch.float32)
-        logsig = torch.nn.functional.logsigmoid
-        logprob = (m * logsig(self._logits) + (1.0 - m) * logsig(-self._logits)).sum(dim=1)
+        # log Bernoulli(m | sigmoid(z)) = m * z - softplus(z), summed over sites -> [samples]
+        logits = self._logits
+        logprob = (masks.to(torch.float32) * logits - torch.nn.functional.softplus(logits)).sum(1)
         self._optimizer.zero_grad(set_to_none=True)
         (advantage * logprob).mean().backward()
         self._optimizer.step()
