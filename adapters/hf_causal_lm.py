@@ -59,7 +59,32 @@ _TABLE: dict[str, tuple[tuple[str, ...], StreamSpec]] = {
     "phi3": (("phi3",), _LLAMA_LIKE),
 }
 
+#: family name -> model class names, matched anywhere in a model's MRO, so a subclass still
+#: finds its family when its config has another ``model_type``
+_CLASSES: dict[str, tuple[str, ...]] = {
+    "gpt2": ("GPT2LMHeadModel",),
+    "gpt_neox": ("GPTNeoXForCausalLM",),
+    "gptj": ("GPTJForCausalLM",),
+    "llama": ("LlamaForCausalLM",),
+    "mistral": ("MistralForCausalLM",),
+    "qwen2": ("Qwen2ForCausalLM",),
+    "qwen3": ("Qwen3ForCausalLM",),
+    "gemma": ("GemmaForCausalLM",),
+    "gemma2": ("Gemma2ForCausalLM",),
+    "olmo": ("OlmoForCausalLM", "Olmo2ForCausalLM"),
+    "phi": ("PhiForCausalLM",),
+    "phi3": ("Phi3ForCausalLM",),
+}
+
 CAUSAL_LM_ADAPTERS: list[AdapterSpec] = [
-    register_adapter(AdapterSpec(name=name, model_types=types, streams=(stream,), io=TextIO))
+    register_adapter(
+        AdapterSpec(
+            name=name,
+            model_types=types,
+            streams=(stream,),
+            io=TextIO,
+            model_classes=_CLASSES.get(name, ()),
+        )
+    )
     for name, (types, stream) in _TABLE.items()
 ]

@@ -24,12 +24,21 @@ _ENC = StreamSpec(
     d_model=("hidden_size",),
 )
 
-VIT = register_adapter(AdapterSpec(name="vit", model_types=("vit",), streams=(_ENC,), io=ViTIO))
+VIT = register_adapter(
+    AdapterSpec(
+        name="vit",
+        model_types=("vit",),
+        model_classes=("ViTForImageClassification",),
+        streams=(_ENC,),
+        io=ViTIO,
+    )
+)
 
 VIT_MAE = register_adapter(
     AdapterSpec(
         name="vit_mae",
         model_types=("vit_mae",),
+        model_classes=("ViTMAEForPreTraining",),
         io=ViTMAEIO,
         streams=(
             StreamSpec(**{**_ENC.__dict__, "name": "enc"}),

@@ -1,12 +1,22 @@
-"""nnvtv: find, measure and use task vectors inside in-context models, on nnsight."""
+"""nnvtv: find, measure and use task vectors inside in-context models, on nnsight.
 
-from nnvtv import errors
+>>> import nnvtv
+>>> model = nnvtv.load("toy-text")
+>>> result = nnvtv.find(model, "toy-perm_a", strategy="reinforce", budget=2048, seed=0)
+>>> result.scores, result.task_vector.sites
+>>> result.task_vector.save("runs/perm_a")
+"""
+
+from nnvtv import errors, search, tasks
 from nnvtv.activations import Means, mean_activations
 from nnvtv.adapter import AdapterSpec, ModelIO, StreamSpec, find_adapter, list_adapters, register_adapter
+from nnvtv.catalog import list_models, load, register_model
+from nnvtv.find import Scores, SearchResult, evaluate, find
 from nnvtv.inputs import ModelInputs
 from nnvtv.model import Model, wrap
 from nnvtv.patching import Patch, run_masks
 from nnvtv.sites import Site, SiteSpace
+from nnvtv.vector import TaskVector
 
 __version__ = "0.1.0"
 
@@ -17,14 +27,24 @@ __all__ = [
     "ModelIO",
     "ModelInputs",
     "Patch",
+    "Scores",
+    "SearchResult",
     "Site",
     "SiteSpace",
     "StreamSpec",
+    "TaskVector",
     "errors",
+    "evaluate",
+    "find",
     "find_adapter",
     "list_adapters",
+    "list_models",
+    "load",
     "mean_activations",
     "register_adapter",
+    "register_model",
     "run_masks",
+    "search",
+    "tasks",
     "wrap",
 ]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from nnvtv import _trace
@@ -93,12 +94,20 @@ class Means(Mapping[Site, torch.Tensor]):
         try:
             info = json.loads(Path(str(base) + ".json").read_text())
             tensors = load_file(str(base) + ".safetensors")
-        except (OSError, ValueError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, SafetensorError) as exc:
             raise CheckpointError(f"cannot read means at {base}.{{json,safetensors}}: {exc}") from exc
-        if info.get("format") != "nnvtv.means/1":
-            raise CheckpointError(f"{base}.json is not an nnvtv means file (format={info.get('format')!r})")
-        values = {Site.parse(n): tensors[n] for n in info["sites"]}
-        return cls(values, count=info["count"], fingerprint=info["fingerprint"], meta=info.get("meta"))
+        fmt = info.get("format") if isinstance(info, dict) else None
+        if fmt != "nnvtv.means/1":
+            raise CheckpointError(f"{base}.json is not an nnvtv means file (format={fmt!r})")
+        try:
+            values = {Site.parse(n): tensors[n] for n in info["sites"]}
+            count, fingerprint = int(info["count"]), str(info["fingerprint"])
+        except (KeyError, TypeError, ValueError) as exc:  # SiteError is a KeyError
+            raise CheckpointError(
+                f"means at {base}.{{json,safetensors}} are inconsistent (missing or bad {exc}); "
+                "the two files must come from the same Means.save"
+            ) from exc
+        return cls(values, count=count, fingerprint=fingerprint, meta=info.get("meta"))
 
     def __repr__(self) -> str:
         return f"Means({len(self)} sites, count={self.count}, model={self.fingerprint})"

@@ -198,7 +198,8 @@ class Model:
             where = _trace.where_of(s)
             key = (s.stream, s.layer, where)
             if key not in out:
-                out[key] = _trace.Visit(order[s.stream], s.layer, where, self.site_path(s))
+                path = self.site_path(s)  # validate first: SiteError, not a bare KeyError
+                out[key] = _trace.Visit(order[s.stream], s.layer, where, path)
         return out
 
     def trace_visits(self, inputs: ModelInputs, visits: Iterable[_trace.Visit], *, readout: bool = True) -> Any:

@@ -6,6 +6,7 @@ attention mask, so it is correct for left or right padding in mixed-length batch
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -76,10 +77,12 @@ class TextIO(ModelIO):
         if ids.shape[0] == 0 or ids.shape[1] == 0:
             raise EmptyDataError(f"empty batch of token ids: shape {tuple(ids.shape)}")
         last = last_token_index(mask)[:, None]
-        return ModelInputs(
-            kwargs={"input_ids": ids.long(), "attention_mask": mask.long()},
-            positions={"": {"last": last}},
-        )
+        kwargs = {"input_ids": ids.long(), "attention_mask": mask.long()}
+        if "position_ids" in inspect.signature(type(self.module).forward).parameters:
+            # Positions count real tokens only, so a left-padded prompt sees the same position
+            # embeddings as alone (GPT-2 and others otherwise number pads too).
+            kwargs["position_ids"] = (mask.long().cumsum(1) - 1).clamp(min=0)
+        return ModelInputs(kwargs=kwargs, positions={"": {"last": last}})
 
     def readout(self, output: Any, inputs: ModelInputs) -> torch.Tensor:
         logits = output.logits if hasattr(output, "logits") else output[0]

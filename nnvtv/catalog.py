@@ -1,0 +1,107 @@
+"""Named models: shipped toy models, packaged real models, and local Hugging Face folders.
+
+>>> model = nnvtv.load("toy-text")             # shipped with the package
+>>> model = nnvtv.load("/path/to/hf-model")    # a local transformers folder (no downloads)
+
+Adapters register catalogue entries on import (``register_model``); nothing here names a
+model family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nnvtv.errors import UnknownModelError
+
+if TYPE_CHECKING:
+    from nnvtv.model import Model
+
+__all__ = ["ModelEntry", "register_model", "list_models", "load", "default_task"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A named, loadable model.
+
+    Attributes:
+        name: catalogue name (``"toy-text"``).
+        description: one line for ``nnvtv models``.
+        loader: builds the wrapped model.
+        default_task: task ``nnvtv find`` uses when none is given.
+        modality: ``"text"`` or ``"image"``.
+        source: where the weights come from (``"shipped"``, ``"package"`` ...).
+        defaults: default ``find`` options for this model (e.g. strategy options).
+    """
+
+    name: str
+    description: str
+    loader: Callable[[], Model]
+    default_task: str
+    modality: str = "text"
+    source: str = "shipped"
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    _MODELS[entry.name] = entry
+    return entry
+
+
+def list_models() -> list[ModelEntry]:
+    import nnvtv.adapters  # noqa: F401  (registers built-in entries)
+
+    return list(_MODELS.values())
+
+
+def entry(name: str) -> ModelEntry | None:
+    list_models()
+    return _MODELS.get(name)
+
+
+def default_task(model: Model) -> str | None:
+    e = entry(model.name)
+    return e.default_task if e is not None else None
+
+
+def load(name: str, **kwargs: Any) -> Model:
+    """Load a catalogue model by name, or a local Hugging Face folder by path."""
+    e = entry(name)
+    if e is not None:
+        if kwargs:
+            from nnvtv.errors import ConfigError
+
+            raise ConfigError(f"nnvtv.load({name!r}) takes no options, got {sorted(kwargs)}")
+        return e.loader()
+    path = Path(name).expanduser()
+    if path.is_dir() and (path / "config.json").exists():
+        return load_hf_folder(path, **kwargs)
+    raise UnknownModelError(
+        f"unknown model {name!r}. Catalogue: {', '.join(sorted(_MODELS))}. Or give the path of a "
+        "local Hugging Face model folder (with config.json); nothing is downloaded."
+    )
+
+
+def load_hf_folder(path: Path, **wrap_options: Any) -> Model:
+    """Load a local transformers folder (causal LM, or any AutoModel) and wrap it."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    from nnvtv.model import wrap
+
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
+        module = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    else:
+        module = AutoModel.from_pretrained(path, local_files_only=True)
+    tokenizer = None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, TypeError):
+        tokenizer = None
+    return wrap(module, tokenizer, name=str(path), **wrap_options)

@@ -1,0 +1,81 @@
+"""The task protocol: examples, ICL and zero-shot batches, loss and score.
+
+A task knows its examples and how to score a model readout; the *model* (through its
+adapter I/O and prompt format) knows how to turn examples into inputs. Every method that
+builds inputs therefore takes the wrapped model.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from nnvtv.inputs import ModelInputs
+
+if TYPE_CHECKING:
+    from nnvtv.model import Model
+
+__all__ = ["Task", "TaskBatch", "Split"]
+
+
+@dataclass
+class TaskBatch:
+    """Model inputs for ``N`` prompts and what the readout is scored against.
+
+    Attributes:
+        inputs: the :class:`ModelInputs` (``N`` rows).
+        targets: per-row targets (text: ``LongTensor [N]`` first target token ids).
+        prompts: the prompts as given to the model (for display), if textual.
+    """
+
+    inputs: ModelInputs
+    targets: torch.Tensor
+    prompts: list[Any] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.inputs.batch_size
+
+
+@dataclass(frozen=True)
+class Split:
+    """Disjoint ``train`` (demonstrations, means, search objective) and ``test`` (held-out queries)."""
+
+    train: tuple[Any, ...]
+    test: tuple[Any, ...]
+
+
+class Task(ABC):
+    """Base class of every task. Subclasses set ``name``, ``modality`` and ``metric``."""
+
+    name: str
+    description: str = ""
+    modality: ClassVar[str] = "text"
+    metric: ClassVar[str] = "accuracy"
+    higher_is_better: ClassVar[bool] = True
+
+    @abstractmethod
+    def split(self, seed: int = 0) -> Split:
+        """Deterministic train/test split of the task's examples."""
+
+    @abstractmethod
+    def icl(self, model: Model, queries: Sequence[Any], demos: Sequence[Any], *, shots: int, seed: int = 0, shuffle_labels: bool = False) -> TaskBatch:
+        """In-context prompts: ``shots`` demonstrations drawn from ``demos``, then each query."""
+
+    @abstractmethod
+    def zero_shot(self, model: Model, queries: Sequence[Any]) -> TaskBatch:
+        """The queries alone (no demonstrations)."""
+
+    @abstractmethod
+    def loss(self, readout: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-row loss (lower is better), shape ``readout.shape[:-1]`` e.g. ``[B, N]``."""
+
+    @abstractmethod
+    def score(self, readout: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-row task metric, shape ``[..., N]``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
