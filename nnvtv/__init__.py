@@ -9,7 +9,14 @@
 
 from nnvtv import errors, search, tasks
 from nnvtv.activations import Means, mean_activations
-from nnvtv.adapter import AdapterSpec, ModelIO, StreamSpec, find_adapter, list_adapters, register_adapter
+from nnvtv.adapter import (
+    AdapterSpec,
+    ModelIO,
+    StreamSpec,
+    find_adapter,
+    list_adapters,
+    register_adapter,
+)
 from nnvtv.catalog import list_models, load, register_model
 from nnvtv.find import Scores, SearchResult, evaluate, find
 from nnvtv.inputs import ModelInputs

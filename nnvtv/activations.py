@@ -18,7 +18,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from nnvtv import _trace
-from nnvtv.errors import CheckpointError, EmptyDataError, FingerprintMismatchError, ShapeMismatchError, SiteError
+from nnvtv.errors import (
+    CheckpointError,
+    EmptyDataError,
+    FingerprintMismatchError,
+    ShapeMismatchError,
+    SiteError,
+)
 from nnvtv.patching import Patch
 from nnvtv.sites import Site, SiteSpace
 
@@ -147,7 +153,7 @@ def mean_activations(
         inputs = model.inputs(batch)
         visits = model.visits(sites)
         for key, groups in needed.items():
-            def reader(x: torch.Tensor, key: tuple[str, int, str] = key, groups: set[str] = groups) -> None:
+            def reader(x: torch.Tensor, key: tuple[str, int, str] = key, groups: set[str] = groups, inputs: Any = inputs) -> None:
                 n_heads = model.streams[key[0]].n_heads
                 for g in groups:
                     vals = _trace.read_heads(x, inputs.group_positions(key[0], g), key[2], n_heads)

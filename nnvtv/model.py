@@ -16,8 +16,22 @@ import torch
 from nnsight import NNsight
 
 from nnvtv import _trace
-from nnvtv.adapter import AdapterSpec, ModelIO, StreamInfo, config_value, find_adapter, make_io, resolve_path
-from nnvtv.errors import AdapterError, ConfigError, DTypeMismatchError, ShapeMismatchError, SiteError
+from nnvtv.adapter import (
+    AdapterSpec,
+    ModelIO,
+    StreamInfo,
+    config_value,
+    find_adapter,
+    make_io,
+    resolve_path,
+)
+from nnvtv.errors import (
+    AdapterError,
+    ConfigError,
+    DTypeMismatchError,
+    ShapeMismatchError,
+    SiteError,
+)
 from nnvtv.inputs import ModelInputs
 from nnvtv.sites import Site, SiteSpace
 

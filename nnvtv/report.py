@@ -36,7 +36,7 @@ def site_grids(space: SiteSpace, values: Sequence[float]) -> dict[tuple[str, str
     Layer sites fill a single column. Cells of sites outside the space are NaN.
     """
     grids: dict[tuple[str, str], dict[tuple[int, int], float]] = {}
-    for site, v in zip(space, values):
+    for site, v in zip(space, values, strict=True):
         grids.setdefault((site.stream, site.group), {})[(site.layer, site.head or 0)] = float(v)
     out = {}
     for key, cells in grids.items():
@@ -59,7 +59,7 @@ def plot_sites(vector: TaskVector, path: str | Path, *, title: str | None = None
     grid_s = site_grids(space, selected)
     keys = list(grid_p)
     fig, axes = plt.subplots(1, len(keys), figsize=(max(3.5, 2.2 + 0.45 * _max_heads(grid_p)) * len(keys), 3.6), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    for ax, key in zip(axes[0], keys, strict=True):
         a = grid_p[key]
         im = ax.imshow(a.T, origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto")
         sel = np.argwhere(grid_s[key] > 0.5)
@@ -92,7 +92,7 @@ def plot_history(result: SearchResult, path: str | Path) -> Path:
     pts = [(h.forward_passes, h.heldout) for h in hist if h.heldout is not None]
     s = result.scores
     if pts:
-        ax.plot(*zip(*pts), "o-", color="C0", label="task vector (best set, held-out)")
+        ax.plot(*zip(*pts, strict=True), "o-", color="C0", label="task vector (best set, held-out)")
     ax.axhline(s.icl, color="C2", ls="--", label=f"ICL {s.shots}-shot ({s.icl:.2f})")
     ax.axhline(s.zero_shot, color="C3", ls=":", label=f"zero-shot ({s.zero_shot:.2f})")
     ax.set_xlabel("forward passes (candidate site sets evaluated)")

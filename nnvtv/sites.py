@@ -131,7 +131,7 @@ class SiteSpace(Sequence[Site]):
         mask = self.check_masks(mask.reshape(1, -1) if mask.dim() == 1 else mask)
         if mask.shape[0] != 1:
             raise ShapeMismatchError(f"select() takes one mask [n_sites], got {tuple(mask.shape)}")
-        return [s for s, keep in zip(self._sites, mask[0].tolist()) if keep]
+        return [s for s, keep in zip(self._sites, mask[0].tolist(), strict=True) if keep]
 
     def check_masks(self, masks: torch.Tensor) -> torch.Tensor:
         """Validate a batch of masks ``[B, n_sites]`` and return it as ``torch.bool``."""

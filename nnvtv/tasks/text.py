@@ -143,7 +143,7 @@ class WordPairTask(Task):
             if shuffle_labels and shots > 1:
                 outs = [b for _, b in chosen]
                 rng.shuffle(outs)
-                chosen = [(a, b) for (a, _), b in zip(chosen, outs)]
+                chosen = [(a, b) for (a, _), b in zip(chosen, outs, strict=True)]
             prompts.append(fmt.prompt(chosen, x))
         return self._batch(model, prompts, queries, fmt)
 
