@@ -57,6 +57,18 @@ def test_default_find_is_reproducible_and_within_budget(toy, default_result):
     assert again.scores.task_vector == r.scores.task_vector
 
 
+def test_default_search_recovers_icl_with_few_heads(default_result):
+    r = default_result
+    assert r.scores.zero_shot <= 0.3, r.scores
+    assert r.scores.task_vector >= 0.85 * r.scores.icl, r.scores
+    assert r.n_sites <= 0.25 * len(r.space), [str(s) for s in r.task_vector.sites]
+
+
+def test_found_sites_sit_where_tvp_put_the_task(default_result):
+    # toy-text was trained to carry the task at blocks 0-1 (last token): the search must find it there
+    assert all(s.layer <= 1 for s in default_result.task_vector.sites)
+
+
 def test_save_reload_evaluate_round_trip(toy, default_result, tmp_path):
     tv = default_result.task_vector
     tv.save(tmp_path)

@@ -160,7 +160,9 @@ def test_run_gpt2_patches(tiny_model):
         mask = torch.zeros(4, 4, dtype=torch.bool)
         mask[:, 2] = True
         vals = torch.randn(4, 4, 32)
-        hp = run_gpt2(tiny_model, batch.input_ids, pos=pos, head_patch={0: (mask, vals)}, capture=True)
+        hp = run_gpt2(
+            tiny_model, batch.input_ids, pos=pos, head_patch={0: (mask, vals)}, capture=True
+        )
         torch.testing.assert_close(hp.heads[0][rows, pos, 2], vals[:, 2])
         torch.testing.assert_close(hp.heads[0][rows, pos, :2], clean.heads[0][rows, pos, :2])
     with pytest.raises(ValueError, match="needs pos"):
@@ -174,3 +176,58 @@ def test_run_gpt2_has_gradients_through_injection(tiny_model):
     out.logits[torch.arange(2), batch.last_pos].sum().backward()
     assert vec.grad is not None and vec.grad.abs().sum() > 0
     tiny_model.zero_grad(set_to_none=True)
+
+
+def test_resid_add_adds_at_pos(tiny_model):
+    batch = td.ToyTextGenerator(6).sample(3)
+    rows, pos = torch.arange(3), batch.last_pos
+    delta = torch.randn(3, 128)
+    with torch.no_grad():
+        clean = run_gpt2(tiny_model, batch.input_ids, capture=True)
+        added = run_gpt2(tiny_model, batch.input_ids, pos=pos, resid_add={1: delta}, capture=True)
+    torch.testing.assert_close(added.resid[1][rows, pos], clean.resid[1][rows, pos] + delta)
+    torch.testing.assert_close(added.resid[1][:, :-1], clean.resid[1][:, :-1])
+
+
+def test_tvp_losses_are_finite_and_differentiable():
+    from nnvtv.adapters.toy.train_text import _tvp_losses
+
+    model = build_model(seed=1)
+    batch = td.ToyTextGenerator(0, min_demos=1, max_demos=3).sample(16)
+    zgen = td.ToyTextGenerator(1, min_demos=0, max_demos=0, query_symbols=range(32))
+    out = run_gpt2(model, batch.input_ids, capture=True)
+    losses = _tvp_losses(
+        model,
+        batch,
+        out,
+        zgen,
+        1,
+        weights={"replace": 1.0, "add": 1.0, "heads": 0.5},
+        rng=torch.Generator().manual_seed(0),
+    )
+    assert set(losses) == {"replace", "add", "heads"}
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.transformer.h[0].attn.c_attn.weight.grad.abs().sum() > 0
+
+
+def test_shipped_weights_do_in_context_learning():
+    from pathlib import Path
+
+    from nnvtv.adapters.toy.text_eval import icl_accuracy
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    root = Path(td.__file__).parent / "weights"
+    for name in ("toy-text", "toy-text-natural"):
+        d = root / name
+        if not (d / "model.safetensors").exists():
+            pytest.skip(f"{d} not built")
+        model = GPT2LMHeadModel.from_pretrained(d, local_files_only=True).eval()
+        tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
+        ids = tok("s03 -> s04 ; s10 -> s11 ; s20 ->", return_tensors="pt").input_ids
+        with torch.no_grad():
+            pred = model(ids).logits[0, -1].argmax().item()
+        assert tok.convert_ids_to_tokens(pred) == "s21"
+        acc = icl_accuracy(model, 3, tasks=["perm_a", "shift5"], n_per_query=2)["mean"]
+        assert acc >= 0.85, (name, acc)

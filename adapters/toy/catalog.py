@@ -51,7 +51,7 @@ for _name in TOY_TEXT_MODELS:
             name=_name,
             description=_DESCRIPTIONS[_name],
             loader=lambda n=_name: load_toy_text(n),
-            default_task="toy-perm_a",
+            default_task="toy-perm_c",
             modality="text",
             source="shipped",
             defaults={"budget": 2048},

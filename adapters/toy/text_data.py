@@ -19,8 +19,9 @@ Split: evaluation queries are ``s16`` .. ``s31`` (:data:`EVAL_QUERY_SYMBOLS`). T
 put only ``s00`` .. ``s15`` in the final query slot (:data:`TRAIN_QUERY_SYMBOLS`); demonstrations
 use any symbol. The task maps themselves are memorised in the weights (ICL here means identifying
 the task from the demonstrations), so every (input, output) pair is seen somewhere in training;
-the split keeps evaluation queries out of the query slot, of the task-vector-prompting loss and
-of the prompts used to compute mean activations.
+the split keeps evaluation queries out of the final query slot of ICL prompts (in training and
+in the prompts used to compute mean activations). The zero-shot prompts of the TVP curriculum
+(``train_text``) use all 32 symbols as queries.
 """
 
 from __future__ import annotations
@@ -181,12 +182,16 @@ class ToyTextGenerator:
         equal_length: bool = True,
     ) -> None:
         if not 0 <= min_demos <= max_demos <= N_SYMBOLS - 1:
-            raise ValueError(f"need 0 <= min_demos <= max_demos <= 31, got {min_demos}, {max_demos}")
+            raise ValueError(
+                f"need 0 <= min_demos <= max_demos <= 31, got {min_demos}, {max_demos}"
+            )
         if not query_symbols:
             raise ValueError("query_symbols is empty")
         unknown = [t for t in tasks if t not in TOY_TASKS]
         if unknown or not tasks:
-            raise ValueError(f"unknown or no tasks {unknown!r}; expected names from {TOY_TASK_NAMES}")
+            raise ValueError(
+                f"unknown or no tasks {unknown!r}; expected names from {TOY_TASK_NAMES}"
+            )
         self.rng = np.random.default_rng(seed)
         self.min_demos = min_demos
         self.equal_length = equal_length

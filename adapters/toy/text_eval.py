@@ -38,9 +38,7 @@ def _task_index(tasks) -> list[int]:
     return [TOY_TASK_NAMES.index(t) for t in names]
 
 
-def icl_batch(
-    task_ids: list[int], k: int, queries, n_per_query: int, seed: int
-) -> ToyTextBatch:
+def icl_batch(task_ids: list[int], k: int, queries, n_per_query: int, seed: int) -> ToyTextBatch:
     """Every (task, query) pair ``n_per_query`` times with ``k`` random distinct demos."""
     rng = np.random.default_rng(seed)
     rows, ts, ks, qs = [], [], [], []
@@ -73,7 +71,7 @@ def _summary(per_task: dict[str, float]) -> dict:
 
 @torch.no_grad()
 def icl_accuracy(
-    model, k: int, *, tasks=None, queries=EVAL_QUERY_SYMBOLS, n_per_query: int = 4, seed: int = 1234
+    model, k: int, *, tasks=None, queries=EVAL_QUERY_SYMBOLS, n_per_query: int = 8, seed: int = 1234
 ) -> dict:
     """``{"mean": acc, "per_task": {task: acc}}`` with ``k`` demos (``k = 0``: zero-shot)."""
     tids = _task_index(tasks)
@@ -84,7 +82,13 @@ def icl_accuracy(
 
 @torch.no_grad()
 def task_means(
-    model, *, tasks=None, k: int = 5, n_prompts: int = 50, queries=TRAIN_QUERY_SYMBOLS, seed: int = 99
+    model,
+    *,
+    tasks=None,
+    k: int = 5,
+    n_prompts: int = 50,
+    queries=TRAIN_QUERY_SYMBOLS,
+    seed: int = 99,
 ) -> dict[str, torch.Tensor]:
     """Per-task means at the last token: ``resid`` (n_tasks, L, d), ``heads`` (n_tasks, L, H, hd)."""
     tids = _task_index(tasks)
@@ -96,7 +100,11 @@ def task_means(
         rows = torch.arange(n_prompts)
         resid.append(torch.stack([r[rows, b.last_pos].mean(0) for r in out.resid]))
         heads.append(torch.stack([a[rows, b.last_pos].mean(0) for a in out.heads]))
-    return {"resid": torch.stack(resid), "heads": torch.stack(heads), "task_ids": torch.tensor(tids)}
+    return {
+        "resid": torch.stack(resid),
+        "heads": torch.stack(heads),
+        "task_ids": torch.tensor(tids),
+    }
 
 
 def _zero_shot(tids: list[int], queries) -> ToyTextBatch:
@@ -122,7 +130,11 @@ def residual_tv_accuracy(
 
 @torch.no_grad()
 def head_patch_accuracy(
-    model, means: dict[str, torch.Tensor], heads: list[tuple[int, int]], *, queries=EVAL_QUERY_SYMBOLS
+    model,
+    means: dict[str, torch.Tensor],
+    heads: list[tuple[int, int]],
+    *,
+    queries=EVAL_QUERY_SYMBOLS,
 ) -> dict:
     """Accuracy of zero-shot prompts with the given (layer, head) outputs := task ICL means."""
     tids = means["task_ids"].tolist()
@@ -176,19 +188,22 @@ def greedy_head_search(
     steps = []
     for _ in range(max_heads):
         cands = [(lh // H, lh % H) for lh in range(L * H) if (lh // H, lh % H) not in chosen]
-        accs = [float(c.float().mean()) for c in _heads_correct(
-            model, means, zs_sel, tids, [chosen + [c] for c in cands]
-        )]
+        accs = [
+            float(c.float().mean())
+            for c in _heads_correct(model, means, zs_sel, tids, [chosen + [c] for c in cands])
+        ]
         best = int(np.argmax(accs))  # first best: ties go to the earlier (lower) head
         chosen = chosen + [cands[best]]
         ev = head_patch_accuracy(model, means, chosen, queries=eval_queries)
-        steps.append({
-            "n_heads": len(chosen),
-            "heads": [list(h) for h in chosen],
-            "select_acc": accs[best],
-            "eval_acc": ev["mean"],
-            "eval_per_task": ev["per_task"],
-        })
+        steps.append(
+            {
+                "n_heads": len(chosen),
+                "heads": [list(h) for h in chosen],
+                "select_acc": accs[best],
+                "eval_acc": ev["mean"],
+                "eval_per_task": ev["per_task"],
+            }
+        )
     return steps
 
 
@@ -199,7 +214,7 @@ def evaluate_toy_text(model, *, tvp_layer: int = 1, max_heads: int = 4, seed: in
     was_training = model.training
     model.eval()
     try:
-        icl = {k: icl_accuracy(model, k, seed=seed) for k in (0, 1, 2, 3, 5)}
+        icl = {k: icl_accuracy(model, k, seed=seed) for k in range(0, 7)}
         means = task_means(model)
         rtv = residual_tv_accuracy(model, means)
         L, H = means["heads"].shape[1:3]
@@ -223,7 +238,7 @@ def evaluate_toy_text(model, *, tvp_layer: int = 1, max_heads: int = 4, seed: in
         "greedy_recovery_of_icl5": [s["eval_acc"] / icl5 if icl5 > 0 else 0.0 for s in greedy],
         "eval_setup": {
             "accuracy": "top-1 over the full vocabulary at the last token, mean over tasks",
-            "eval_queries": "s16..s31 (each task x query, 4 random demo sets for k > 0)",
+            "eval_queries": "s16..s31 (each task x query, 8 random demo sets for k > 0)",
             "means": "50 five-shot ICL prompts per task, queries s00..s15, last token",
             "greedy_selection_queries": "s00..s15 (zero-shot); reported on s16..s31",
             "patch": "replace, last token",

@@ -88,6 +88,7 @@ def run_gpt2(
     *,
     pos: torch.Tensor | None = None,
     resid_patch: dict[int, torch.Tensor] | None = None,
+    resid_add: dict[int, torch.Tensor] | None = None,
     head_patch: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
     capture: bool = False,
 ) -> ForwardOut:
@@ -99,12 +100,14 @@ def run_gpt2(
         pos: (B,) position patched in each row (usually the last real token).
         resid_patch: ``{layer: values (B, d)}``; the output of block ``layer`` at ``pos`` is
             replaced by ``values``.
+        resid_add: ``{layer: delta (B, d)}``; ``delta`` is added to the output of block ``layer``
+            at ``pos`` (after any ``resid_patch`` of that layer).
         head_patch: ``{layer: (mask (B, H) bool, values (B, H, hd))}``; the head outputs of block
             ``layer`` at ``pos`` are replaced by ``values`` where ``mask`` is true.
         capture: return every block's output (``resid``) and head outputs (``heads``).
     """
     _check_supported(model.config)
-    if (resid_patch or head_patch) and pos is None:
+    if (resid_patch or resid_add or head_patch) and pos is None:
         raise ValueError("patching needs pos (the position patched in each row)")
     tr = model.transformer
     B, T = input_ids.shape
@@ -129,6 +132,8 @@ def run_gpt2(
         h = h + block.mlp(block.ln_2(h))
         if resid_patch and li in resid_patch:
             h = torch.where(_at_pos(h, pos), resid_patch[li][:, None, :].to(h.dtype), h)
+        if resid_add and li in resid_add:
+            h = h + _at_pos(h, pos).to(h.dtype) * resid_add[li][:, None, :].to(h.dtype)
         if capture:
             out.resid.append(h)
     out.logits = model.lm_head(tr.ln_f(h))
