@@ -66,6 +66,26 @@ class Visit:
         return (self.stream_index, self.layer, 0 if self.where == ATTN_OUT else 1)
 
 
+ModuleKey = tuple[str, int, str]  # (stream, layer, where)
+
+
+def group_sites(sites: Iterable[Site]) -> dict[tuple[ModuleKey, str], list[tuple[int, Site]]]:
+    """Sites keyed by (module, group), each with its index in ``sites`` (e.g. its mask column).
+
+    One module value and one token group form one :class:`Edit`, so every caller that turns
+    sites into edits or reads groups them this way.
+    """
+    out: dict[tuple[ModuleKey, str], list[tuple[int, Site]]] = {}
+    for i, s in enumerate(sites):
+        out.setdefault(((s.stream, s.layer, where_of(s)), s.group), []).append((i, s))
+    return out
+
+
+def head_index(items: Iterable[tuple[int, Site]]) -> torch.Tensor:
+    """``LongTensor [k]`` of head indices of grouped sites (``0`` for a layer site)."""
+    return torch.tensor([0 if s.head is None else s.head for _, s in items])
+
+
 def envoy_at(root: Any, path: str) -> Any:
     """The nnsight Envoy at dotted ``path`` (``"model.layers.3.self_attn.o_proj"``)."""
     env = root

@@ -145,8 +145,8 @@ def mean_activations(
     for s in sites:
         model.check_site(s)
     needed: dict[tuple[str, int, str], set[str]] = {}
-    for s in sites:
-        needed.setdefault((s.stream, s.layer, _trace.where_of(s)), set()).add(s.group)
+    for key, group in _trace.group_sites(sites):
+        needed.setdefault(key, set()).add(group)
     sums: dict[tuple[tuple[str, int, str], str], torch.Tensor] = {}
     count = 0
     for batch in batches:

@@ -128,15 +128,8 @@ class SearchResult:
 
 
 def _chunks(batch: TaskBatch, size: int) -> Iterator[Any]:
-    inputs = batch.inputs
-    n = inputs.batch_size
-    for start in range(0, n, size):
-        idx = torch.arange(start, min(n, start + size))
-        yield type(inputs)(
-            kwargs={k: v[idx] for k, v in inputs.kwargs.items()},
-            positions={s: {g: p[idx] for g, p in gs.items()} for s, gs in inputs.positions.items()},
-            extra=dict(inputs.extra),
-        )
+    for start in range(0, batch.inputs.batch_size, size):
+        yield batch.inputs.rows(slice(start, start + size))
 
 
 def _cycle(items: Sequence[Any], n: int) -> list[Any]:

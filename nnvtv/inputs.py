@@ -73,6 +73,14 @@ class ModelInputs:
             extra=dict(self.extra),
         )
 
+    def rows(self, index: torch.Tensor | slice) -> ModelInputs:
+        """The rows ``index`` of the batch (a slice or a ``LongTensor`` of row numbers)."""
+        return ModelInputs(
+            kwargs={n: v[index] if isinstance(v, torch.Tensor) else v for n, v in self.kwargs.items()},
+            positions={s: {g: p[index] for g, p in gs.items()} for s, gs in self.positions.items()},
+            extra=dict(self.extra),
+        )
+
     def to(self, device: torch.device | str) -> ModelInputs:
         return ModelInputs(
             kwargs={n: v.to(device) if isinstance(v, torch.Tensor) else v for n, v in self.kwargs.items()},

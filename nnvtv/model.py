@@ -249,15 +249,12 @@ class Model:
         if not isinstance(patch, Patch):
             raise ConfigError(f"patch must be an nnvtv.Patch, got {type(patch).__name__}")
         visits = self.visits(patch.values)
-        grouped: dict[tuple[tuple[str, int, str], str], list[tuple[Site, torch.Tensor]]] = {}
         for site, value in patch.values.items():
             self.check_value(site, value, inputs)
-            grouped.setdefault(((site.stream, site.layer, _trace.where_of(site)), site.group), []).append((site, value))
-        for (key, group), items in grouped.items():
-            heads = torch.tensor([0 if s.head is None else s.head for s, _ in items])
-            values = torch.stack([v for _, v in items], dim=1)  # [P, k, width]
+        for (key, group), items in _trace.group_sites(patch.values).items():
+            values = torch.stack([patch.values[s] for _, s in items], dim=1)  # [P, k, width]
             visits[key].edits.append(
-                _trace.Edit(inputs.group_positions(key[0], group), heads, values, patch.mode)
+                _trace.Edit(inputs.group_positions(key[0], group), _trace.head_index(items), values, patch.mode)
             )
         return visits
 

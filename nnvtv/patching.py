@@ -116,11 +116,8 @@ def _mask_plan(
     model: Model, inputs: ModelInputs, means: Means, space: SiteSpace
 ) -> list[tuple[tuple[str, int, str], str, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Group the space's sites by (module, group): heads, stacked means, mask columns."""
-    grouped: dict[tuple[tuple[str, int, str], str], list[tuple[int, Site]]] = {}
-    for col, site in enumerate(space):
-        grouped.setdefault(((site.stream, site.layer, _trace.where_of(site)), site.group), []).append((col, site))
     plan = []
-    for (key, group), items in grouped.items():
+    for (key, group), items in _trace.group_sites(space).items():
         p = inputs.group_size(key[0], group)
         vals = []
         for _, site in items:
@@ -131,7 +128,6 @@ def _mask_plan(
                     f"{group!r} has {p}; collect means on prompts with the same group layout"
                 )
             vals.append(v)
-        heads = torch.tensor([0 if s.head is None else s.head for _, s in items])
         cols = torch.tensor([c for c, _ in items])
-        plan.append((key, group, heads, torch.stack(vals, dim=1), cols))
+        plan.append((key, group, _trace.head_index(items), torch.stack(vals, dim=1), cols))
     return plan
