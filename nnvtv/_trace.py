@@ -10,6 +10,17 @@ Tensor conventions (TransformerLens-style names):
   ``[batch, pos, n_heads, head_dim]``;
 * block output, ``block``: ``[batch, pos, d_model]``, viewed as ``[batch, pos, 1, d_model]``
   (a layer site is "head 0 of width d_model").
+
+Grids and stacked copies: a value may also be a grid ``[b', *cells, width]`` (SegGPT keeps
+``[batch, height, width, channels]``), and its leading dimension may hold ``m`` stacked
+copies of the input batch, ``b' = m * batch``, copy-major (SegGPT runs its image and mask
+copies side by side in the batch until it averages them). :func:`fold` turns every such
+value into the canonical ``[batch, pos, width]``: copy ``c``, cell ``(i, j, ...)`` in raster
+order is position ``c * n_cells + raster(i, j, ...)``, and :func:`unfold` puts edits back.
+Group positions are written for the widest layout the inputs produce; where a model has
+merged its copies (fewer copies in a later layer), a position of copy ``c`` addresses copy
+``c mod m`` of that layer: the merged cell. Plain sequences ``[batch, pos, width]`` are
+used as they are.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from typing import Any
 
 import torch
 
+from nnvtv.errors import ShapeMismatchError
 from nnvtv.sites import Site
 
 ATTN_OUT = "attn_out"
@@ -94,32 +106,98 @@ def envoy_at(root: Any, path: str) -> Any:
     return env
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a module value ``[b', *cells, width]`` folds into ``[batch, pos, width]``.
+
+    Attributes:
+        shape: the value's own shape.
+        copies: ``m = b' // batch`` stacked copies of the batch (``1`` for most models).
+        cells: cells per copy (``prod(cells)``; sequence length for ``[batch, pos, width]``).
+    """
+
+    shape: tuple[int, ...]
+    copies: int
+    cells: int
+
+    @property
+    def folded(self) -> bool:
+        """False for a plain ``[batch, pos, width]`` sequence (used as it is)."""
+        return len(self.shape) != 3 or self.copies != 1
+
+    def positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """Group positions ``[batch, P]`` as indices into this layout's folded value."""
+        if not self.folded:
+            return positions
+        copy = torch.div(positions, self.cells, rounding_mode="floor") % self.copies
+        return copy * self.cells + positions % self.cells
+
+
+def layout_of(x: torch.Tensor, batch: int) -> Layout:
+    """The :class:`Layout` of a value ``x [b', *cells, width]`` for an input batch of ``batch``."""
+    if x.dim() < 3 or x.shape[0] % batch != 0:
+        raise ShapeMismatchError(
+            f"a site value must be [batch, pos, width] or [copies * batch, *cells, width] for "
+            f"a batch of {batch}; got {tuple(x.shape)}"
+        )
+    cells = 1
+    for n in x.shape[1:-1]:
+        cells *= int(n)
+    return Layout(tuple(x.shape), x.shape[0] // batch, cells)
+
+
+def fold(x: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """``[copies * batch, *cells, width]`` -> ``[batch, copies * n_cells, width]``."""
+    if not layout.folded:
+        return x
+    m, w = layout.copies, x.shape[-1]
+    b = x.shape[0] // m
+    return x.reshape(m, b, layout.cells, w).transpose(0, 1).reshape(b, m * layout.cells, w)
+
+
+def unfold(y: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """Inverse of :func:`fold`: ``[batch, copies * n_cells, width]`` -> the value's shape."""
+    if not layout.folded:
+        return y
+    b, w = y.shape[0], y.shape[-1]
+    return y.reshape(b, layout.copies, layout.cells, w).transpose(0, 1).reshape(layout.shape)
+
+
 def _as_heads(x: torch.Tensor, where: str, n_heads: int) -> torch.Tensor:
     b, t, w = x.shape
     return x.view(b, t, n_heads, w // n_heads) if where == ATTN_OUT else x.view(b, t, 1, w)
 
 
 def apply_edits(x: torch.Tensor, edits: Iterable[Edit], where: str, n_heads: int) -> torch.Tensor:
-    """Return a copy of ``x [batch, pos, width]`` with ``edits`` applied."""
-    x4 = _as_heads(x, where, n_heads).clone()
+    """Return a copy of ``x`` (``[batch, pos, width]`` or a grid, see :func:`fold`) with ``edits``."""
+    edits = list(edits)
+    if not edits:
+        return x
+    layout = layout_of(x, edits[0].positions.shape[0])
+    x4 = _as_heads(fold(x, layout), where, n_heads).clone()
     rows = torch.arange(x4.shape[0], device=x4.device)[:, None]
     for e in edits:
-        block = x4[rows, e.positions]  # [batch, P, heads, width]
+        positions = layout.positions(e.positions.to(x4.device))
+        block = x4[rows, positions]  # [batch, P, heads, width]
         cur = block[:, :, e.heads]  # [batch, P, k, width]
         vals = e.values.to(dtype=cur.dtype, device=cur.device)
         new = vals.expand_as(cur) if e.mode == "replace" else cur + vals
         if e.select is not None:
             new = torch.where(e.select[:, None, :, None].to(cur.device), new, cur)
         block[:, :, e.heads] = new
-        x4[rows, e.positions] = block
-    return x4.reshape(x.shape)
+        x4[rows, positions] = block
+    return unfold(x4.reshape(x4.shape[0], x4.shape[1], -1), layout)
 
 
 def read_heads(x: torch.Tensor, positions: torch.Tensor, where: str, n_heads: int) -> torch.Tensor:
-    """``[batch, P, heads, width]`` values of ``x [batch, pos, width]`` at ``positions [batch, P]``."""
-    x4 = _as_heads(x, where, n_heads)
+    """``[batch, P, heads, width]`` values of ``x`` at ``positions [batch, P]``.
+
+    ``x`` is ``[batch, pos, width]`` or a grid with stacked copies (see :func:`fold`).
+    """
+    layout = layout_of(x, positions.shape[0])
+    x4 = _as_heads(fold(x, layout), where, n_heads)
     rows = torch.arange(x4.shape[0], device=x4.device)[:, None]
-    return x4[rows, positions]
+    return x4[rows, layout.positions(positions.to(x4.device))]
 
 
 def walk(root: Any, visits: list[Visit], n_heads_of: Callable[[Visit], int]) -> None:

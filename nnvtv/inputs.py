@@ -6,6 +6,11 @@ canvases) and what :meth:`nnvtv.Model.run`, :func:`nnvtv.mean_activations` and
 underlying forward (batch-first tensors) and, per stream, the positions of each token
 group: ``positions[stream][group]`` is a ``LongTensor [batch, positions_in_group]`` of
 sequence indices, so groups stay correct under padding in mixed-length batches.
+
+Grid models (activations ``[batch, height, width, channels]``, e.g. SegGPT) use the same
+indices on the flattened grid: cell ``(i, j)`` is ``i * width + j``; a model that stacks
+``m`` copies of the batch (SegGPT's image and mask copies) numbers copy ``c``'s cells from
+``c * height * width`` (see :mod:`nnvtv._trace`, :func:`~nnvtv._trace.fold`).
 """
 
 from __future__ import annotations

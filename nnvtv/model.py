@@ -378,8 +378,13 @@ def validate_model(model: Model) -> None:
                 (_trace.BLOCK, info.block_paths[layer], info.d_model),
             ):
                 def check(x: torch.Tensor, path: str = path, width: int = width) -> None:
-                    if x.dim() != 3 or x.shape[-1] != width:
-                        problems.append(f"{path}: got {tuple(x.shape)}, expected [batch, pos, {width}]")
+                    # a sequence [batch, pos, width] or a grid [copies * batch, *cells, width]
+                    ok = x.dim() >= 3 and x.shape[-1] == width and x.shape[0] % inputs.batch_size == 0
+                    if not ok:
+                        problems.append(
+                            f"{path}: got {tuple(x.shape)}, expected [batch, pos, {width}] "
+                            f"or [copies * batch, *cells, {width}] (batch {inputs.batch_size})"
+                        )
                 visits.append(_trace.Visit(list(model.streams).index(sname), layer, where, path, reader=check))
     model.trace_visits(inputs, visits, readout=True)
     if problems:
