@@ -4,5 +4,5 @@ Importing this package registers every built-in table with :mod:`nnvtv.adapter` 
 shipped model with :mod:`nnvtv.catalog`.
 """
 
-from nnvtv.adapters import hf_causal_lm, hf_vit  # noqa: F401
+from nnvtv.adapters import hf_causal_lm, hf_seggpt, hf_vit  # noqa: F401
 from nnvtv.adapters.toy import catalog  # noqa: F401

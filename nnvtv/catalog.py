@@ -97,6 +97,10 @@ def load_hf_folder(path: Path, **wrap_options: Any) -> Model:
     archs = getattr(config, "architectures", None) or []
     if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
         module = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    elif _head_class(archs) is not None:
+        # the class the folder was saved from (e.g. SegGptForImageSegmentation, whose head
+        # AutoModel would drop)
+        module = _head_class(archs).from_pretrained(path, local_files_only=True)
     else:
         module = AutoModel.from_pretrained(path, local_files_only=True)
     tokenizer = None
@@ -105,3 +109,17 @@ def load_hf_folder(path: Path, **wrap_options: Any) -> Model:
     except (OSError, ValueError, TypeError):
         tokenizer = None
     return wrap(module, tokenizer, name=str(path), **wrap_options)
+
+
+def _head_class(architectures: list[str]) -> Any:
+    """The transformers class named by a folder's ``config.architectures`` when it is a
+    non-text model with a task head (``...ForImageSegmentation``, ``...ForPreTraining``,
+    ``...ForImageClassification``); ``None`` otherwise (AutoModel then decides)."""
+    import transformers
+
+    for name in architectures:
+        if name.endswith(("ForImageSegmentation", "ForPreTraining", "ForImageClassification")):
+            cls = getattr(transformers, name, None)
+            if isinstance(cls, type):
+                return cls
+    return None
