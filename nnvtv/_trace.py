@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import nnsight
 import torch
 
 from nnvtv.errors import ShapeMismatchError
@@ -200,14 +201,20 @@ def read_heads(x: torch.Tensor, positions: torch.Tensor, where: str, n_heads: in
     return x4[rows, layout.positions(positions.to(x4.device))]
 
 
-def walk(root: Any, visits: list[Visit], n_heads_of: Callable[[Visit], int]) -> None:
-    """Execute ``visits`` in forward order inside the current trace."""
-    for v in sorted(visits, key=lambda v: v.order):
+def walk(root: Any, visits: list[Visit], n_heads_of: Callable[[Visit], int]) -> dict[int, Any]:
+    """Execute ``visits`` in forward order inside the current trace.
+
+    Returns ``{i: reader result}`` for every ``visits[i]`` that has a reader. Readers hand
+    their results back by *returning* them (never by writing to outer variables), so the
+    same code works when the trace runs on a remote server and only saved values return.
+    """
+    reads: dict[int, Any] = {}
+    for i, v in sorted(enumerate(visits), key=lambda iv: iv[1].order):
         env = envoy_at(root, v.path)
         if v.where == ATTN_OUT:
             x = env.input
             if v.reader is not None:
-                v.reader(x)
+                reads[i] = v.reader(x)
             if v.edits:
                 env.input = apply_edits(x, v.edits, v.where, n_heads_of(v))
         else:
@@ -215,7 +222,43 @@ def walk(root: Any, visits: list[Visit], n_heads_of: Callable[[Visit], int]) -> 
             is_tuple = isinstance(out, tuple)
             h = out[0] if is_tuple else out
             if v.reader is not None:
-                v.reader(h)
+                reads[i] = v.reader(h)
             if v.edits:
                 new = apply_edits(h, v.edits, v.where, 1)
                 env.output = (new, *out[1:]) if is_tuple else new
+    return reads
+
+
+Job = tuple[Any, list[Visit]]  # (ModelInputs, visits)
+
+
+def run_jobs(
+    root: Any,
+    jobs: list[Job],
+    n_heads: list[int],
+    readout: Callable[[Any, Any], Any] | None,
+    output: bool = True,
+) -> list[tuple[Any, dict[int, Any]]]:
+    """One traced forward per ``(inputs, visits)`` job; ``[(output, reads), ...]``.
+
+    ``output`` is ``readout(model_output, inputs)`` (or the raw output when ``readout`` is
+    None; ``None`` when ``output`` is False) and ``reads`` what :func:`walk` returns. Everything this needs is passed in (the
+    nnsight root, plain data, and a readout that holds no model), so the whole call can run
+    inside a remote nnsight session: see :meth:`nnvtv.Model.trace_jobs`.
+    ``n_heads[k]`` is the head count of stream ``k`` (in forward order).
+    """
+
+    def n_heads_of(v: Visit) -> int:
+        return n_heads[v.stream_index]
+
+    results = []
+    for inputs, visits in jobs:
+        out = None  # only saved values leave a trace block, so set defaults outside it
+        with torch.no_grad(), root.trace(**inputs.kwargs):
+            reads = walk(root, visits, n_heads_of)
+            if output:
+                out = root.output if readout is None else readout(root.output, inputs)
+                out = nnsight.save(out)
+            reads = nnsight.save(reads)
+        results.append((out, reads))
+    return results

@@ -25,6 +25,7 @@ from nnvtv.errors import (
     ShapeMismatchError,
     SiteError,
 )
+from nnvtv.inputs import ModelInputs
 from nnvtv.patching import Patch
 from nnvtv.sites import Site, SiteSpace
 
@@ -149,27 +150,51 @@ def mean_activations(
         needed.setdefault(key, set()).add(group)
     sums: dict[tuple[tuple[str, int, str], str], torch.Tensor] = {}
     count = 0
-    for batch in batches:
-        inputs = model.inputs(batch)
+
+    def job(inputs: ModelInputs) -> tuple[ModelInputs, list[_trace.Visit], list[tuple[str, int, str]]]:
+        # readers RETURN per-group sums (so they also work inside a remote request)
         visits = model.visits(sites)
         for key, groups in needed.items():
-            def reader(x: torch.Tensor, key: tuple[str, int, str] = key, groups: set[str] = groups, inputs: Any = inputs) -> None:
-                n_heads = model.streams[key[0]].n_heads
-                for g in groups:
-                    vals = _trace.read_heads(x, inputs.group_positions(key[0], g), key[2], n_heads)
-                    total = vals.detach().to(torch.float64).sum(0)  # [P, heads, width]
-                    prev = sums.get((key, g))
-                    if prev is not None and prev.shape != total.shape:
-                        raise ShapeMismatchError(
-                            f"group {g!r} has {total.shape[0]} positions in this batch but "
-                            f"{prev.shape[0]} before; every prompt must give the group the same size"
-                        )
-                    sums[(key, g)] = total if prev is None else prev + total
+            positions = {g: inputs.group_positions(key[0], g) for g in sorted(groups)}
+
+            def reader(x: torch.Tensor, where: str = key[2], n_heads: int = model.streams[key[0]].n_heads, positions: dict[str, torch.Tensor] = positions) -> dict[str, torch.Tensor]:
+                # {group: [P, heads, width] float64 sum over the batch}
+                return {g: _trace.read_heads(x, p, where, n_heads).detach().to(torch.float64).sum(0) for g, p in positions.items()}
+
             visits[key].reader = reader
-        model.trace_visits(inputs, visits.values(), readout=False)
-        count += inputs.batch_size
-        if progress is not None:
-            progress(count)
+        return inputs, list(visits.values()), list(visits)
+
+    def accumulate(key: tuple[str, int, str], totals: dict[str, torch.Tensor]) -> None:
+        for g, total in totals.items():
+            prev = sums.get((key, g))
+            if prev is not None and prev.shape != total.shape:
+                raise ShapeMismatchError(
+                    f"group {g!r} has {total.shape[0]} positions in this batch but "
+                    f"{prev.shape[0]} before; every prompt must give the group the same size"
+                )
+            sums[(key, g)] = total if prev is None else prev + total
+
+    # locally one traced forward per batch; remotely `remote_batches` batches per request
+    per_call = max(1, int(getattr(model, "remote_batches", 1))) if model.remote else 1
+    pending: list[tuple[ModelInputs, list[_trace.Visit], list[tuple[str, int, str]]]] = []
+
+    def flush() -> None:
+        nonlocal count
+        results = model.trace_jobs([(inputs, visits) for inputs, visits, _ in pending], output=False)
+        for (inputs, _, keys), (_, reads) in zip(pending, results, strict=True):
+            for i, key in enumerate(keys):
+                accumulate(key, reads[i])
+            count += inputs.batch_size
+            if progress is not None:
+                progress(count)
+        pending.clear()
+
+    for batch in batches:
+        pending.append(job(model.inputs(batch)))
+        if len(pending) >= per_call:
+            flush()
+    if pending:
+        flush()
     if count == 0:
         raise EmptyDataError("mean_activations got no batches (the iterable was empty)")
     values = {}

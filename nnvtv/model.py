@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import nnsight
 import torch
 from nnsight import NNsight
 
@@ -49,6 +50,9 @@ class Model:
         streams: ``{stream: StreamInfo}`` in forward order.
         name: a display name (shipped models use their catalogue name).
         meta: free-form metadata (e.g. a prompt format for text models).
+        remote: ``False`` (local traces), ``True`` (every trace runs on NDIF) or ``"local"``
+            (nnsight's local emulation of the remote path); see :mod:`nnvtv.remote`.
+        remote_requests: remote requests sent so far (one per :meth:`trace_jobs` call).
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class Model:
         nnsight_model: Any = None,
         name: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        remote: bool | str = False,
     ) -> None:
         self.module = module
         self.adapter = adapter
@@ -67,6 +72,13 @@ class Model:
         self.nnsight = nnsight_model if nnsight_model is not None else NNsight(module)
         self.name = name or type(module).__name__
         self.meta: dict[str, Any] = dict(meta or {})
+        if remote:
+            from nnvtv import remote as _remote
+
+            _remote.check_wrapper(self.nnsight, remote)
+        self.remote: bool | str = remote
+        self.remote_requests = 0
+        self.remote_batches = 16  # mean-collection batches per remote request
         self.streams: dict[str, StreamInfo] = self._resolve_streams()
         self._fingerprint: str | None = None
 
@@ -219,15 +231,37 @@ class Model:
     def trace_visits(self, inputs: ModelInputs, visits: Iterable[_trace.Visit], *, readout: bool = True) -> Any:
         """Run one traced forward executing ``visits``; return the readout (or raw output)."""
         vs = list(visits)
-        names = list(self.streams)
+        return self.trace_jobs([(inputs, vs)], readout=readout)[0][0]
 
-        def n_heads_of(v: _trace.Visit) -> int:
-            return self.streams[names[v.stream_index]].n_heads
+    def trace_jobs(
+        self,
+        jobs: Iterable[tuple[ModelInputs, list[_trace.Visit]]],
+        *,
+        readout: bool = True,
+        output: bool = True,
+    ) -> list[tuple[Any, dict[int, Any]]]:
+        """One traced forward per ``(inputs, visits)`` job: ``[(readout or output, reads), ...]``.
 
-        with torch.no_grad(), self.nnsight.trace(**inputs.kwargs):
-            _trace.walk(self.nnsight, vs, n_heads_of)
-            result = (self.io.readout(self.nnsight.output, inputs) if readout else self.nnsight.output).save()
-        return result
+        ``reads[i]`` is what the reader of ``visits[i]`` returned; with ``output=False`` the
+        first element is ``None`` (nothing but the reads comes back). On a remote model
+        (``remote=True`` or ``"local"``) all jobs go to the server as ONE request (an nnsight
+        session), counted in :attr:`remote_requests`.
+        """
+        jobs = [(inputs, list(visits)) for inputs, visits in jobs]
+        heads = [info.n_heads for info in self.streams.values()]
+        root = self.nnsight
+        if not self.remote:
+            read = self.io.readout if readout else None
+            return _trace.run_jobs(root, jobs, heads, read, output)
+        from nnvtv import remote as _remote
+
+        read = _remote.shippable_readout(self.io) if readout else None
+        self.remote_requests += 1
+        with _remote.errors_as_remote_error(self):
+            with root.session(remote=self.remote):
+                results = _trace.run_jobs(root, jobs, heads, read, output)
+                results = nnsight.save(results)
+        return results
 
     def run(self, data: Any, patch: Any = None, *, readout: bool = False) -> Any:
         """Forward ``data`` (prompts or :class:`ModelInputs`), optionally with a :class:`~nnvtv.Patch`.
@@ -290,9 +324,11 @@ class Model:
             if cfg is not None and hasattr(cfg, "to_dict"):
                 d = {k: v for k, v in cfg.to_dict().items() if not k.startswith("_") and k not in _VOLATILE_CONFIG}
                 h.update(json.dumps(d, sort_keys=True, default=str).encode())
+            if self.remote is True:  # the weights live on the server: its hub id stands for them
+                h.update(str(getattr(cfg, "_name_or_path", "")).encode())
             for name, p in self.module.state_dict().items():
                 h.update(f"{name}:{tuple(p.shape)}".encode())
-                if p.numel():
+                if p.numel() and p.device.type != "meta":  # a remote model's skeleton has no values
                     sample = p.detach().reshape(-1)[:: max(1, p.numel() // 64)][:64]
                     h.update(sample.to(torch.float64).cpu().numpy().tobytes())
             self._fingerprint = h.hexdigest()[:16]
@@ -332,13 +368,14 @@ def _in_features(module: torch.nn.Module) -> int | None:
 
 
 def wrap(
-    model: torch.nn.Module,
+    model: torch.nn.Module | str,
     tokenizer: Any = None,
     *,
     adapter: AdapterSpec | None = None,
     name: str | None = None,
     meta: Mapping[str, Any] | None = None,
     validate: bool = True,
+    remote: bool | str = False,
     **io_options: Any,
 ) -> Model:
     """Wrap a PyTorch / Hugging Face model for nnvtv.
@@ -349,9 +386,21 @@ def wrap(
         adapter: an explicit :class:`AdapterSpec`; default: looked up in the registry.
         name: display name.
         meta: metadata kept on the model (e.g. ``{"prompt_format": {...}}``).
-        validate: run one tiny forward to check every site's width against the table.
+        validate: run one tiny forward to check every site's width against the table
+            (skipped for ``remote=True``: it would cost a request).
+        remote: ``True``: ``model`` is a Hugging Face hub id of a model hosted on NDIF; every
+            trace (means, batched masks, every strategy) runs there, grouped into one
+            request per call (API key from ``NDIF_API_KEY``). ``"local"``: ``model`` is a
+            loaded transformers model; traces go through nnsight's serialization path but
+            run here (tests, tutorials). See :mod:`nnvtv.remote`.
         **io_options: options of the adapter's I/O (unknown names raise ``ConfigError``).
     """
+    nn_model: Any = None
+    if remote:
+        from nnvtv import remote as _remote
+
+        model, nn_model, tokenizer = _remote.remote_wrapper(model, tokenizer, remote)
+        validate = validate and remote is not True
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(
             f"nnvtv.wrap expects a torch.nn.Module, got {type(model).__name__}; "
@@ -360,7 +409,7 @@ def wrap(
     model.eval()
     spec = adapter if adapter is not None else find_adapter(model)
     io = make_io(spec.io, model, tokenizer, dict(io_options))
-    m = Model(model, spec, io, name=name, meta=meta)
+    m = Model(model, spec, io, name=name, meta=meta, nnsight_model=nn_model, remote=remote)
     if validate:
         validate_model(m)
     return m
@@ -369,7 +418,6 @@ def wrap(
 def validate_model(model: Model) -> None:
     """One tiny traced forward that checks every head and block value against the table."""
     inputs = model.io.example(2)
-    problems: list[str] = []
     visits = []
     for sname, info in model.streams.items():
         for layer in range(info.n_layers):
@@ -377,16 +425,18 @@ def validate_model(model: Model) -> None:
                 (_trace.ATTN_OUT, info.attn_out_paths[layer], info.n_heads * info.head_dim),
                 (_trace.BLOCK, info.block_paths[layer], info.d_model),
             ):
-                def check(x: torch.Tensor, path: str = path, width: int = width) -> None:
+                def check(x: torch.Tensor, path: str = path, width: int = width, batch: int = inputs.batch_size) -> str | None:
                     # a sequence [batch, pos, width] or a grid [copies * batch, *cells, width]
-                    ok = x.dim() >= 3 and x.shape[-1] == width and x.shape[0] % inputs.batch_size == 0
-                    if not ok:
-                        problems.append(
-                            f"{path}: got {tuple(x.shape)}, expected [batch, pos, {width}] "
-                            f"or [copies * batch, *cells, {width}] (batch {inputs.batch_size})"
-                        )
+                    ok = x.dim() >= 3 and x.shape[-1] == width and x.shape[0] % batch == 0
+                    if ok:
+                        return None
+                    return (
+                        f"{path}: got {tuple(x.shape)}, expected [batch, pos, {width}] "
+                        f"or [copies * batch, *cells, {width}] (batch {batch})"
+                    )
                 visits.append(_trace.Visit(list(model.streams).index(sname), layer, where, path, reader=check))
-    model.trace_visits(inputs, visits, readout=True)
+    (_, reads), = model.trace_jobs([(inputs, visits)], readout=True)
+    problems = [reads[i] for i in sorted(reads) if reads[i] is not None]
     if problems:
         raise AdapterError(
             f"adapter {model.adapter.name!r} does not fit {type(model.module).__name__}: "

@@ -96,7 +96,7 @@ def run_masks(
     means.check_covers(model, space)
     plan = _mask_plan(model, inputs, means, space)
     per_chunk = max(1, max_rows // n)
-    outs = []
+    jobs, sizes = [], []
     for start in range(0, masks.shape[0], per_chunk):
         chunk = masks[start : start + per_chunk]
         k = chunk.shape[0]
@@ -107,9 +107,11 @@ def run_masks(
             visits[key].edits.append(
                 _trace.Edit(tiled.group_positions(key[0], group), heads, values, mode, select=row_mask[:, cols])
             )
-        out = model.trace_visits(tiled, visits.values(), readout=True)
-        outs.append(out.reshape(k, n, *out.shape[1:]))
-    return torch.cat(outs)
+        jobs.append((tiled, list(visits.values())))
+        sizes.append(k)
+    # one traced forward per chunk; on a remote model all chunks travel in ONE request
+    results = model.trace_jobs(jobs, readout=True)
+    return torch.cat([out.reshape(k, n, *out.shape[1:]) for (out, _), k in zip(results, sizes, strict=True)])
 
 
 def _mask_plan(
