@@ -18,6 +18,7 @@ from nnvtv.adapter import (
     register_adapter,
 )
 from nnvtv.catalog import list_models, load, register_model
+from nnvtv.compare import Comparison, compare
 from nnvtv.find import Scores, SearchResult, evaluate, find
 from nnvtv.inputs import ModelInputs
 from nnvtv.model import Model, wrap
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdapterSpec",
+    "Comparison",
     "Means",
     "Model",
     "ModelIO",
@@ -40,6 +42,7 @@ __all__ = [
     "SiteSpace",
     "StreamSpec",
     "TaskVector",
+    "compare",
     "errors",
     "evaluate",
     "find",

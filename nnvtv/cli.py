@@ -161,6 +161,56 @@ def train_toy(
     out.print_json(json.dumps(metrics, default=str))
 
 
+@app.command()
+def compare(
+    models: Annotated[str, typer.Option(help="comma-separated catalogue names or local HF folders")] = "toy-text,toy-text-natural",
+    task: Annotated[str | None, typer.Option(help="task name; default: the first model's")] = None,
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds, each model runs every seed")] = "0",
+    strategy: Annotated[str, typer.Option(help="reinforce | greedy | cmaes | ranking")] = "reinforce",
+    budget: Annotated[int | None, typer.Option(help="forward passes per run (equal cost for every run)")] = None,
+    sites: Annotated[str, typer.Option(help="head | layer")] = "head",
+    transfer: Annotated[bool, typer.Option(help="apply every run's vector to every other run's model")] = True,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="write compare.json, compare.png and vectors/ here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the comparison as JSON on stdout")] = False,
+) -> None:
+    """Run one task on several models (or seeds) and compare scores, sites, depth, overlap and transfer."""
+    from nnvtv.compare import compare as run_compare
+
+    try:
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError as exc:
+        _fail(NnvtvError(f"--seeds must be comma-separated integers, got {seeds!r} ({exc})"))
+        return
+    try:
+        with _progress() as bar:
+            tasks: dict[tuple[str, str], Any] = {}
+
+            def on_progress(label: str, p: Any) -> None:
+                key = (label, p.stage)
+                if key not in tasks:
+                    tasks[key] = bar.add_task(f"{label}: {p.stage}", total=p.total, best="")
+                best = ""
+                if p.stage == "search" and p.info.get("heldout") is not None:
+                    best = f"best held-out {p.info['heldout']:.2f}, {p.info['n_sites']} sites"
+                bar.update(tasks[key], completed=p.completed, total=p.total, best=best)
+
+            cmp = run_compare(names, task, seeds=seed_list, strategy=strategy, budget=budget, sites=sites, transfer=transfer, progress=on_progress)
+    except NnvtvError as exc:
+        _fail(exc)
+        return
+    if out_dir is not None:
+        cmp.save(out_dir)
+    if as_json:
+        sys.stdout.write(json.dumps(cmp.as_dict(), indent=1) + "\n")
+        return
+    out.print(cmp.table())
+    for key, note in cmp.transfer_notes.items():
+        out.print(f"no transfer {key}: {note}")
+    if out_dir is not None:
+        out.print(f"wrote {out_dir}/: compare.json, compare.png, vectors/")
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),

@@ -131,3 +131,98 @@ def results_table(result: SearchResult) -> Table:
 
 def sites_text(sites: Sequence[Site]) -> str:
     return ", ".join(str(s) for s in sites)
+
+
+# ---------------------------------------------------------------------- cross-model comparison
+
+
+def plot_comparison(cmp: Any, path: str | Path) -> Path:
+    """``compare.png`` for an :class:`nnvtv.compare.Comparison`: four panels.
+
+    Scores per run (zero-shot / ICL / task vector); fraction of each layer's sites selected
+    against relative depth (models of different depth line up); Jaccard overlap of the site
+    sets (grey: different site spaces); transfer (row's vector on column's model).
+    """
+    labels = cmp.labels
+    n = len(labels)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.2))
+    ax = axes[0, 0]
+    width = 0.26
+    x = np.arange(n)
+    for k, (key, name) in enumerate((("zero_shot", "zero-shot"), ("icl", "ICL"), ("task_vector", "task vector"))):
+        vals = [np.nan if r.scores.get(key) is None else float(r.scores[key]) for r in cmp.runs]
+        ax.bar(x + (k - 1) * width, vals, width, label=name, color=f"C{(3, 2, 0)[k]}")
+    ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(f"held-out {cmp.metric}")
+    ax.set_title(f"scores on {cmp.task}", fontsize=10)
+    ax.legend(fontsize=7)
+
+    ax = axes[0, 1]
+    for i, r in enumerate(cmp.runs):
+        d = [row["depth"] for row in r.depth]
+        f = [row["selected"] / row["total"] if row["total"] else 0.0 for row in r.depth]
+        ax.plot(d, f, "o-", color=f"C{i % 10}", label=f"{r.label} ({r.n_sites} sites)", alpha=0.85)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("relative depth (layer + 0.5) / layers")
+    ax.set_ylabel("fraction of the layer's sites selected")
+    ax.set_title("where the task vector sits", fontsize=10)
+    ax.legend(fontsize=7)
+
+    for ax, matrix, title, vmax in (
+        (axes[1, 0], cmp.jaccard, "site-set overlap (Jaccard)", 1.0),
+        (axes[1, 1], cmp.transfer, f"transfer: row's vector on column's model ({cmp.metric})", None),
+    ):
+        a = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=float)
+        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
+        finite = a[np.isfinite(a)]
+        top = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+        bottom = 0.0 if vmax is not None else (float(min(0.0, finite.min())) if finite.size else 0.0)
+        im = ax.imshow(np.ma.masked_invalid(a), cmap=cmap, vmin=bottom, vmax=top if top > bottom else bottom + 1)
+        for i in range(n):
+            for j in range(n):
+                txt = "n/a" if np.isnan(a[i, j]) else f"{a[i, j]:.2f}"
+                ax.text(j, i, txt, ha="center", va="center", fontsize=8, color="w" if not np.isnan(a[i, j]) and a[i, j] < (bottom + top) / 2 else "k")
+        ax.set_xticks(range(n), labels, rotation=20, ha="right", fontsize=8)
+        ax.set_yticks(range(n), labels, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(f"{cmp.task}: {n} runs, strategy {cmp.strategy}, budget {cmp.budget or 'default'}", fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def comparison_table(cmp: Any) -> Any:
+    """Rich tables for an :class:`nnvtv.compare.Comparison`: runs, overlap, transfer."""
+    from rich.console import Group
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{float(v):.3f}"
+
+    t = Table(title=f"{cmp.task}: {cmp.strategy}, budget {cmp.budget or 'default'} (held-out {cmp.metric})")
+    for col in ("run", "layers", "zero-shot", "ICL", "task vector", "of ICL", "sites", "mean depth", "passes"):
+        t.add_column(col, justify="left" if col == "run" else "right")
+    for r in cmp.runs:
+        s = r.scores
+        frac = s.get("fraction_of_icl")
+        layers = "+".join(str(v) for v in r.layers.values())
+        depth = "-" if r.mean_depth is None else f"{r.mean_depth:.2f}"
+        t.add_row(
+            r.label, layers, fmt(s.get("zero_shot")), fmt(s.get("icl")), fmt(s.get("task_vector")),
+            "-" if frac is None else f"{frac:.0%}", f"{r.n_sites}/{len(r.space)}", depth, str(r.forward_passes),
+        )
+    parts: list[Any] = [t]
+    for title, matrix in (("site-set overlap (Jaccard)", cmp.jaccard), ("transfer: row's vector on column's model", cmp.transfer)):
+        if len(cmp.runs) < 2:
+            break
+        m = Table(title=title)
+        m.add_column("")
+        for label in cmp.labels:
+            m.add_column(label, justify="right")
+        for label, row in zip(cmp.labels, matrix, strict=True):
+            m.add_row(label, *[fmt(v) for v in row])
+        parts.append(m)
+    return Group(*parts)

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from nnvtv.errors import CheckpointError, FingerprintMismatchError
+from nnvtv.errors import CheckpointError, FingerprintMismatchError, ShapeMismatchError
 from nnvtv.patching import Patch
 from nnvtv.sites import Site, SiteSpace
 
@@ -79,17 +79,40 @@ class TaskVector:
     def patch(self) -> Patch:
         return Patch(dict(self.values), mode=self.mode)
 
-    def check_model(self, model: Model) -> None:
+    def check_model(self, model: Model, *, transfer: bool = False) -> None:
+        """Raise unless this vector may be applied to ``model``.
+
+        By default the model must be the one the vector was found on (same fingerprint).
+        ``transfer=True`` is the explicit opt-in for cross-model transfer (e.g. between two
+        independently trained models of one architecture): the fingerprint is not checked,
+        but every site must exist in ``model`` with the same width
+        (:class:`~nnvtv.errors.SiteError` / :class:`~nnvtv.errors.ShapeMismatchError`).
+        """
+        if transfer:
+            for site, value in self.values.items():
+                width = model.site_width(site)  # SiteError if the site does not exist there
+                if value.dim() != 2 or value.shape[1] != width:
+                    raise ShapeMismatchError(
+                        f"cannot transfer this task vector from {self.model!r} to {model.name!r}: "
+                        f"site {site} holds {tuple(value.shape)} values but is {width} wide there"
+                    )
+            return
         if model.fingerprint != self.fingerprint:
             raise FingerprintMismatchError(
                 f"this task vector was made for model {self.model!r} (fingerprint {self.fingerprint}); "
                 f"it cannot be applied to {model.name!r} (fingerprint {model.fingerprint}). "
-                "Find a task vector on this model, or load the model it came from."
+                "Find a task vector on this model, or load the model it came from "
+                "(or, to transfer it on purpose, apply(..., transfer=True))."
             )
 
-    def apply(self, model: Model, data: Any, *, readout: bool = True) -> Any:
-        """Run ``data`` through ``model`` with this vector patched in."""
-        self.check_model(model)
+    def apply(self, model: Model, data: Any, *, readout: bool = True, transfer: bool = False) -> Any:
+        """Run ``data`` through ``model`` with this vector patched in.
+
+        ``transfer=True`` applies it to a model other than the one it was found on (same
+        site names and widths; see :meth:`check_model`); nnvtv then measures, not assumes,
+        whether the sites mean the same thing there.
+        """
+        self.check_model(model, transfer=transfer)
         return model.run(data, self.patch(), readout=readout)
 
     # ------------------------------------------------------------------ disk

@@ -1,0 +1,340 @@
+"""``nnvtv.compare``: one task across several models or seeds, side by side.
+
+>>> cmp = nnvtv.compare(["toy-text", "toy-text-natural"], "toy-perm_c", strategy="greedy", budget=256)
+>>> cmp.table()          # rich table: scores, sites, depth, overlap, transfer
+>>> cmp.save("runs/compare")   # compare.json (reload with Comparison.load), compare.png, vectors/
+
+For every (model, seed) *run* it calls :func:`nnvtv.find` and reports:
+
+* scores: zero-shot, ICL and task vector on held-out queries (the task's own metric);
+* how many sites the vector uses, of how many searched;
+* where they sit: the fraction of each layer's sites selected, placed at the layer's
+  **relative depth** ``(index + 0.5) / n_layers`` so models of different depth line up.
+  Streams (``enc``, ``dec`` ...) count as one stack in forward order;
+* overlap: Jaccard ``|A & B| / |A | B|`` of the site sets of two runs whose site spaces are
+  identical (same site names), else ``None``;
+* transfer: the score of run *i*'s task vector applied to run *j*'s model on *j*'s held-out
+  zero-shot queries (``TaskVector.apply(..., transfer=True)``), where every site exists
+  with the same width; otherwise ``None`` with the reason in ``transfer_notes``. The
+  diagonal is each run's own task-vector score.
+
+Nothing here knows a modality: tasks score readouts, models describe their own streams.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nnvtv import catalog
+from nnvtv.errors import ConfigError, EmptyDataError, NnvtvError
+from nnvtv.find import Progress, SearchResult, find, score_batch
+from nnvtv.model import Model
+from nnvtv.sites import Site
+from nnvtv.tasks import Task
+from nnvtv.tasks import get as get_task
+from nnvtv.vector import TaskVector
+
+__all__ = ["Comparison", "RunSummary", "compare", "depth_profile", "jaccard"]
+
+FORMAT = "nnvtv.compare/1"
+
+
+@dataclass
+class RunSummary:
+    """One (model, seed) run of a comparison.
+
+    Attributes:
+        label: unique display label (``"toy-text"``, or ``"toy-text#1"`` with several seeds).
+        model: model display name; fingerprint: its fingerprint.
+        seed: the seed of :func:`nnvtv.find`.
+        layers: ``{stream: n_layers}`` in forward order.
+        scores: :meth:`nnvtv.Scores.as_dict` (zero-shot, ICL, task vector ...).
+        sites: names of the selected sites; space: names of the searched sites.
+        forward_passes: budget spent by the search.
+        depth: :func:`depth_profile` rows.
+    """
+
+    label: str
+    model: str
+    fingerprint: str
+    seed: int
+    layers: dict[str, int]
+    scores: dict[str, Any]
+    sites: list[str]
+    space: list[str]
+    forward_passes: int
+    depth: list[dict[str, Any]]
+
+    @property
+    def n_sites(self) -> int:
+        return len(self.sites)
+
+    @property
+    def mean_depth(self) -> float | None:
+        """Mean relative depth of the selected sites (``None`` if none are selected)."""
+        picked = [(r["depth"], r["selected"]) for r in self.depth if r["selected"]]
+        n = sum(k for _, k in picked)
+        return sum(d * k for d, k in picked) / n if n else None
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare` returns (and :meth:`load` reads back).
+
+    Attributes:
+        task: task name; metric: its metric; strategy, budget: search settings.
+        runs: one :class:`RunSummary` per (model, seed).
+        jaccard: ``[i][j]`` overlap of the site sets of runs i and j (``None``: different spaces).
+        transfer: ``[i][j]`` score of run i's vector on run j's model (``None``: shapes differ).
+        transfer_notes: ``{"i->j": reason}`` where transfer was not possible.
+        vectors: the task vectors, in run order (not stored in the JSON; :meth:`save`
+            writes them under ``vectors/``).
+    """
+
+    task: str
+    metric: str
+    strategy: str
+    budget: int | None
+    runs: list[RunSummary]
+    jaccard: list[list[float | None]]
+    transfer: list[list[float | None]]
+    transfer_notes: dict[str, str] = field(default_factory=dict)
+    vectors: list[TaskVector] = field(default_factory=list, repr=False)
+
+    @property
+    def labels(self) -> list[str]:
+        return [r.label for r in self.runs]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "task": self.task,
+            "metric": self.metric,
+            "strategy": self.strategy,
+            "budget": self.budget,
+            "runs": [
+                {**r.__dict__, "n_sites": r.n_sites, "mean_depth": r.mean_depth} for r in self.runs
+            ],
+            "jaccard": self.jaccard,
+            "transfer": self.transfer,
+            "transfer_notes": self.transfer_notes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Comparison:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ConfigError(f"not an nnvtv comparison (format={got!r}, expected {FORMAT!r})")
+        fields = RunSummary.__dataclass_fields__
+        runs = [RunSummary(**{k: v for k, v in r.items() if k in fields}) for r in data["runs"]]
+        return cls(
+            task=data["task"],
+            metric=data["metric"],
+            strategy=data["strategy"],
+            budget=data["budget"],
+            runs=runs,
+            jaccard=data["jaccard"],
+            transfer=data["transfer"],
+            transfer_notes=dict(data.get("transfer_notes") or {}),
+        )
+
+    def save(self, directory: str | Path, *, figure: bool = True) -> Path:
+        """Write ``compare.json``, ``compare.png`` and ``vectors/<label>/`` into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "compare.json").write_text(json.dumps(self.as_dict(), indent=1))
+        for run, vector in zip(self.runs, self.vectors, strict=False):
+            vector.save(d / "vectors" / _safe(run.label))
+        if figure:
+            from nnvtv.report import plot_comparison
+
+            plot_comparison(self, d / "compare.png")
+        return d / "compare.json"
+
+    @classmethod
+    def load(cls, path: str | Path) -> Comparison:
+        """Read ``compare.json`` (or the directory holding it); vectors load from ``vectors/``."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / "compare.json"
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            from nnvtv.errors import CheckpointError
+
+            raise CheckpointError(f"cannot read the comparison at {p}: {exc}") from exc
+        cmp = cls.from_dict(data)
+        vec_dir = p.parent / "vectors"
+        if vec_dir.is_dir():
+            cmp.vectors = [TaskVector.load(vec_dir / _safe(r.label)) for r in cmp.runs if (vec_dir / _safe(r.label)).is_dir()]
+        return cmp
+
+    def table(self) -> Any:
+        """The comparison as rich tables (a ``rich.console.Group``)."""
+        from nnvtv.report import comparison_table
+
+        return comparison_table(self)
+
+
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+
+def depth_profile(space: Sequence[Site], selected: Sequence[Site], layers: dict[str, int]) -> list[dict[str, Any]]:
+    """Per layer: ``{"stream", "layer", "depth", "selected", "total"}`` in forward order.
+
+    ``depth = (offset + layer + 0.5) / total_layers`` where streams are stacked in the order
+    of ``layers`` (``{stream: n_layers}``); ``total`` counts the layer's sites in ``space``.
+    """
+    offsets, total_layers = {}, 0
+    for stream, n in layers.items():
+        offsets[stream] = total_layers
+        total_layers += n
+    if total_layers == 0:
+        raise EmptyDataError("the model has no layers")
+    chosen = set(selected)
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for s in space:
+        key = (s.stream, s.layer)
+        if key not in rows:
+            depth = (offsets[s.stream] + s.layer + 0.5) / total_layers
+            rows[key] = {"stream": s.stream, "layer": s.layer, "depth": depth, "selected": 0, "total": 0}
+        rows[key]["total"] += 1
+        rows[key]["selected"] += int(s in chosen)
+    return sorted(rows.values(), key=lambda r: r["depth"])
+
+
+def jaccard(a: Sequence[Any], b: Sequence[Any]) -> float:
+    """``|A & B| / |A | B|`` (1.0 when both are empty)."""
+    sa, sb = set(a), set(b)
+    union = sa | sb
+    return len(sa & sb) / len(union) if union else 1.0
+
+
+def _label(name: str, seed: int, several_seeds: bool, taken: set[str]) -> str:
+    label = f"{name}#{seed}" if several_seeds else name
+    base, k = label, 2
+    while label in taken:
+        label, k = f"{base}({k})", k + 1
+    taken.add(label)
+    return label
+
+
+def compare(
+    models: Sequence[Model | str],
+    task: Task | str | None = None,
+    *,
+    seeds: Sequence[int] = (0,),
+    strategy: str = "reinforce",
+    budget: int | None = None,
+    transfer: bool = True,
+    progress: Callable[[str, Progress], None] | None = None,
+    **find_options: Any,
+) -> Comparison:
+    """Run :func:`nnvtv.find` for ``task`` on every model x seed and compare the results.
+
+    Args:
+        models: wrapped models or catalogue names / local folders (at least one).
+        task: task or task name; default: the first model's catalogue default task.
+        seeds: seeds per model (each seeds the split, the prompts and the search).
+        strategy, budget: passed to :func:`nnvtv.find` (same for every run: equal cost).
+        transfer: also apply every run's task vector to every other run's model.
+        progress: ``progress(label, event)`` for each :class:`nnvtv.find.Progress` event.
+        **find_options: further options of :func:`nnvtv.find` (``sites``, ``shots`` ...).
+
+    Returns:
+        A :class:`Comparison`.
+    """
+    if isinstance(models, (str, Model)):
+        models = [models]
+    if not models:
+        raise ConfigError("compare needs at least one model, got none")
+    seeds = list(seeds)
+    if not seeds:
+        raise ConfigError("compare needs at least one seed, got none")
+    loaded = [catalog.load(m) if isinstance(m, str) else m for m in models]
+    if task is None:
+        e = catalog.entry(loaded[0].name)
+        if e is None:
+            raise ConfigError(f"no default task for model {loaded[0].name!r}; pass task=")
+        task = e.default_task
+    task = get_task(task)
+
+    runs: list[RunSummary] = []
+    results: list[SearchResult] = []
+    owners: list[Model] = []
+    taken: set[str] = set()
+    for model in loaded:
+        for seed in seeds:
+            label = _label(model.name, seed, len(seeds) > 1, taken)
+
+            def on_progress(p: Progress, label: str = label) -> None:
+                if progress is not None:
+                    progress(label, p)
+
+            r = find(model, task, strategy=strategy, budget=budget, seed=seed, progress=on_progress, **find_options)
+            layers = {name: info.n_layers for name, info in model.streams.items()}
+            runs.append(
+                RunSummary(
+                    label=label,
+                    model=model.name,
+                    fingerprint=model.fingerprint,
+                    seed=seed,
+                    layers=layers,
+                    scores=r.scores.as_dict(),
+                    sites=[str(s) for s in r.task_vector.sites],
+                    space=r.space.to_list(),
+                    forward_passes=r.forward_passes,
+                    depth=depth_profile(r.space, r.task_vector.sites, layers),
+                )
+            )
+            results.append(r)
+            owners.append(model)
+
+    n = len(runs)
+    overlap: list[list[float | None]] = [
+        [jaccard(runs[i].sites, runs[j].sites) if runs[i].space == runs[j].space else None for j in range(n)]
+        for i in range(n)
+    ]
+    moved: list[list[float | None]] = [[None] * n for _ in range(n)]
+    notes: dict[str, str] = {}
+    for i in range(n):
+        moved[i][i] = runs[i].scores.get("task_vector")
+    if transfer:
+        for i in range(n):
+            for j in range(n):
+                if i == j:
+                    continue
+                try:
+                    moved[i][j] = transfer_score(results[i].task_vector, owners[j], task, seed=runs[j].seed)
+                except NnvtvError as exc:
+                    notes[f"{runs[i].label}->{runs[j].label}"] = str(exc)
+    return Comparison(
+        task=task.name,
+        metric=task.metric,
+        strategy=strategy,
+        budget=budget,
+        runs=runs,
+        jaccard=overlap,
+        transfer=moved,
+        transfer_notes=notes,
+        vectors=[r.task_vector for r in results],
+    )
+
+
+def transfer_score(vector: TaskVector, model: Model, task: Task | str, *, seed: int = 0) -> float:
+    """Held-out zero-shot score of ``task`` on ``model`` with ``vector`` patched in.
+
+    The vector may come from another model of the same shape (explicit transfer, see
+    :meth:`TaskVector.check_model`); raises :class:`~nnvtv.errors.SiteError` /
+    :class:`~nnvtv.errors.ShapeMismatchError` where it does not fit.
+    """
+    task = get_task(task)
+    vector.check_model(model, transfer=True)
+    zs = task.zero_shot(model, task.split(seed).test)
+    return score_batch(model, task, zs, vector.patch())
+
