@@ -21,7 +21,7 @@ import importlib.metadata
 import inspect
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,6 +34,7 @@ __all__ = [
     "StreamSpec",
     "AdapterSpec",
     "ModelIO",
+    "SharedPrefix",
     "StreamInfo",
     "register_adapter",
     "find_adapter",
@@ -101,6 +102,27 @@ class StreamInfo:
     attn_out_paths: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class SharedPrefix:
+    """A batch split into a prefix no patch can change and a short step holding every patched position.
+
+    Causal models let many candidate site sets share the prefix: it runs once, unpatched, and
+    only the step (e.g. the last token, attending to the prefix's cached keys and values) is
+    tiled per candidate. Same readout, far fewer FLOPs when prompts are long.
+
+    Attributes:
+        prefix: inputs of the one unpatched forward over the shared prefix (``N`` rows).
+        step: ``(prefix_output, rows LongTensor[R]) -> ModelInputs`` for ``R`` rows, row ``r``
+            continuing prefix row ``rows[r]``; its group positions index the step alone.
+        row_bytes: ``prefix_output -> int``: memory one step row holds (its copy of the
+            prefix state), used to bound chunk sizes.
+    """
+
+    prefix: ModelInputs
+    step: Callable[[Any, torch.Tensor], ModelInputs]
+    row_bytes: Callable[[Any], int]
+
+
 class ModelIO(ABC):
     """The code part of an adapter: prompts -> :class:`ModelInputs`, output -> readout.
 
@@ -132,6 +154,14 @@ class ModelIO(ABC):
     @abstractmethod
     def example(self, batch_size: int = 2) -> ModelInputs:
         """A small valid batch, used to check the adapter when a model is wrapped."""
+
+    def shared_prefix(self, inputs: ModelInputs, groups: Collection[tuple[str, str]]) -> SharedPrefix | None:
+        """Split ``inputs`` for candidates that patch only ``groups`` (``(stream, group)`` pairs).
+
+        Return ``None`` (the default) when the model cannot share work between candidates;
+        :func:`nnvtv.run_masks` then tiles the whole batch.
+        """
+        return None
 
 
 def make_io(io_cls: type[ModelIO], module: torch.nn.Module, tokenizer: Any, options: dict) -> ModelIO:

@@ -30,6 +30,9 @@ __all__ = ["Patch", "run_masks", "MODES"]
 
 MODES = ("replace", "add")
 
+#: memory bound (bytes) for the per-candidate copies of a shared prefix's state in one chunk
+SHARED_STATE_BYTES = 1 << 30
+
 
 @dataclass(frozen=True)
 class Patch:
@@ -68,6 +71,7 @@ def run_masks(
     *,
     mode: str = "replace",
     max_rows: int = 2048,
+    share_prefix: bool = True,
 ) -> torch.Tensor:
     """Readouts for ``B`` site sets, each set patched with ``means``; one forward per chunk.
 
@@ -81,6 +85,12 @@ def run_masks(
         mode: ``"replace"`` or ``"add"``.
         max_rows: memory bound: at most this many rows (``candidates x N``) per forward;
             candidates are chunked to respect it (one traced forward per chunk).
+        share_prefix: let the adapter run the part of the prompts no candidate can change
+            once (:meth:`~nnvtv.adapter.ModelIO.shared_prefix`; causal LMs patched at
+            ``last``: the prefix with a key/value cache, then only the last token per
+            candidate). Same readouts up to float rounding; ``False`` tiles whole prompts.
+            Never used on remote models. Tiled prefix state is kept under
+            ``SHARED_STATE_BYTES`` per chunk.
 
     Returns:
         ``[B, N, ...]``: the adapter's readout per candidate and input row (text models:
@@ -96,11 +106,22 @@ def run_masks(
     means.check_covers(model, space)
     plan = _mask_plan(model, inputs, means, space)
     per_chunk = max(1, max_rows // n)
+    shared = None
+    if share_prefix and not model.remote:
+        shared = model.io.shared_prefix(inputs, {(key[0], group) for key, group, *_ in plan})
+    if shared is not None:
+        # the prefix no candidate can change runs once; only the step is tiled per candidate
+        prefix_out = model.trace_jobs([(shared.prefix, [])], readout=False)[0][0]
+        state_rows = max(n, SHARED_STATE_BYTES // max(1, shared.row_bytes(prefix_out)))
+        per_chunk = max(1, min(max_rows, state_rows) // n)
     jobs, sizes = [], []
     for start in range(0, masks.shape[0], per_chunk):
         chunk = masks[start : start + per_chunk]
         k = chunk.shape[0]
-        tiled = inputs.repeat(k)
+        if shared is not None:
+            tiled = shared.step(prefix_out, torch.arange(n).repeat(k))
+        else:
+            tiled = inputs.repeat(k)
         row_mask = chunk.repeat_interleave(n, dim=0)  # [k*n, n_sites]
         visits = model.visits(space)
         for key, group, heads, values, cols in plan:

@@ -6,13 +6,14 @@ attention mask, so it is correct for left or right padding in mixed-length batch
 
 from __future__ import annotations
 
+import copy
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from nnvtv.adapter import ModelIO
+from nnvtv.adapter import ModelIO, SharedPrefix
 from nnvtv.errors import ConfigError, EmptyDataError, ShapeMismatchError
 from nnvtv.inputs import ModelInputs
 
@@ -26,17 +27,42 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return seq - 1 - flipped.argmax(dim=1)
 
 
+def _cache_of(output: Any) -> Any:
+    """The key/value cache a causal LM returned (``cache`` or, before transformers 5.2x, ``past_key_values``)."""
+    for name in ("cache", "past_key_values"):
+        value = getattr(output, name, None)
+        if value is not None:
+            return value
+    raise ConfigError(
+        f"the model returned no key/value cache ({type(output).__name__}); wrap it with "
+        "share_prefix=False"
+    )
+
+
 class TextIO(ModelIO):
     """Causal LM: ``build(list[str] | LongTensor[batch, seq] | {"input_ids", "attention_mask"})``.
 
     Readout: next-token logits at the ``last`` position, ``[batch, vocab]``.
+
+    Options: ``max_length`` (truncate prompts), ``share_prefix`` (default ``True``: when
+    candidates patch only the ``last`` token, :func:`nnvtv.run_masks` runs every prompt's
+    prefix once and tiles only the last token over candidates, with the prefix's key/value
+    cache; set ``False`` for models whose forward takes no ``past_key_values``).
     """
 
     readout_kind = "next_token"
 
-    def __init__(self, module: torch.nn.Module, tokenizer: Any = None, *, max_length: int | None = None) -> None:
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        tokenizer: Any = None,
+        *,
+        max_length: int | None = None,
+        share_prefix: bool = True,
+    ) -> None:
         super().__init__(module, tokenizer)
         self.max_length = max_length
+        self.share_prefix = share_prefix
         if tokenizer is not None and getattr(tokenizer, "pad_token", "x") is None:
             # GPT-2-style tokenizers have no pad token; any id works since pads are masked
             # and never read (the `last` group points at real tokens).
@@ -88,6 +114,57 @@ class TextIO(ModelIO):
         logits = output.logits if hasattr(output, "logits") else output[0]
         last = inputs.positions[""]["last"][:, 0]
         return logits[torch.arange(logits.shape[0], device=logits.device), last]
+
+    def shared_prefix(self, inputs: ModelInputs, groups: Collection[tuple[str, str]]) -> SharedPrefix | None:
+        """Prefix = all but the last column of the left-aligned batch; step = the last token.
+
+        Rows are first rolled so every prompt ends in the last column (pads move to the
+        front; they are masked and position ids count real tokens, so each prompt's forward
+        is unchanged). A causal model's last-token activations never influence earlier
+        positions, so a patch at ``last`` cannot change the prefix: it runs once, unpatched.
+        """
+        kw = inputs.kwargs
+        if not self.share_prefix or set(groups) - {("", "last")} or set(kw) - {"input_ids", "attention_mask", "position_ids"}:
+            return None
+        ids, mask = kw["input_ids"], kw["attention_mask"]
+        t = ids.shape[1]
+        if t < 2:
+            return None
+        shift = t - 1 - inputs.positions[""]["last"][:, 0]
+        if bool(shift.any()):
+            cols = (torch.arange(t, device=ids.device)[None, :] - shift[:, None]) % t
+            ids, mask = ids.gather(1, cols), mask.gather(1, cols)
+        prefix_kw: dict[str, Any] = {"input_ids": ids[:, :-1], "attention_mask": mask[:, :-1], "use_cache": True}
+        pos = None
+        if "position_ids" in kw:
+            pos = (mask.cumsum(1) - 1).clamp(min=0)
+            prefix_kw["position_ids"] = pos[:, :-1]
+        prefix = ModelInputs(kwargs=prefix_kw, positions={"": {}})
+        # transformers >= 5.2x names the key/value cache `cache`; earlier, `past_key_values`
+        cache_arg = "cache" if "cache" in inspect.signature(type(self.module).forward).parameters else "past_key_values"
+
+        def step(prefix_output: Any, rows: torch.Tensor) -> ModelInputs:
+            cache = copy.deepcopy(_cache_of(prefix_output))
+            cache.batch_select_indices(rows)
+            step_kw: dict[str, Any] = {
+                "input_ids": ids[rows, -1:],
+                "attention_mask": mask[rows],
+                cache_arg: cache,
+                "use_cache": True,
+            }
+            if pos is not None:
+                step_kw["position_ids"] = pos[rows, -1:]
+            last = torch.zeros(len(rows), 1, dtype=torch.long, device=ids.device)
+            return ModelInputs(kwargs=step_kw, positions={"": {"last": last}})
+
+        def row_bytes(prefix_output: Any) -> int:
+            cache = _cache_of(prefix_output)
+            tensors = [getattr(layer, name, None) for layer in getattr(cache, "layers", []) for name in ("keys", "values")]
+            tensors += list(getattr(cache, "key_cache", [])) + list(getattr(cache, "value_cache", []))
+            total = sum(v.element_size() * v.numel() for v in tensors if isinstance(v, torch.Tensor))
+            return total // ids.shape[0]
+
+        return SharedPrefix(prefix, step, row_bytes)
 
     def example(self, batch_size: int = 2) -> ModelInputs:
         vocab = int(getattr(getattr(self.module, "config", None), "vocab_size", 2) or 2)

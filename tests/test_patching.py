@@ -466,3 +466,39 @@ def test_exception_mid_trace_leaves_model_clean(kit, name):
     with pytest.raises(RuntimeError, match="boom"):
         model.trace_visits(good, [visit])
     assert_clean(kit, name, model)
+
+
+# --------------------------------------------------------------------------- shared prefix
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_run_masks_shared_prefix_equals_whole_prompts(zoo, kit, text_family, side, monkeypatch):
+    """Running the prefix once (key/value cache) and tiling only the last token changes nothing."""
+    model = zoo(text_family)
+    tok = kit.make_tokenizer(side)
+    inputs = inputs_for(tok, model, ["w1 w2 w3 w4 w5", "w6 w7", "w8 w9 w10", "w11"])
+    space = mixed_space(model)
+    g = torch.Generator().manual_seed(3)
+    values = {s: torch.randn(1, model.site_width(s), generator=g) for s in space}
+    means = nnvtv.Means(values, count=1, fingerprint=model.fingerprint)
+    masks = torch.rand(6, len(space), generator=g) < 0.4
+    for mode in ("replace", "add"):
+        whole = nnvtv.run_masks(model, inputs, means, space, masks, mode=mode, share_prefix=False)
+        shared = nnvtv.run_masks(model, inputs, means, space, masks, mode=mode)
+        assert torch.allclose(shared, whole, atol=1e-5), (mode, (shared - whole).abs().max())
+    # a tiny state budget forces one candidate per chunk: still the same readouts
+    monkeypatch.setattr(nnvtv.patching, "SHARED_STATE_BYTES", 1)
+    tight = nnvtv.run_masks(model, inputs, means, space, masks, mode="add")
+    assert torch.allclose(tight, shared, atol=1e-5)
+    assert kit.leftover_hooks(model.module) == []
+
+
+def test_shared_prefix_only_when_it_is_exact(kit, gpt2):
+    tok = kit.make_tokenizer("right")
+    inputs = inputs_for(tok, gpt2, ["w1 w2 w3", "w4"])
+    assert gpt2.io.shared_prefix(inputs, {("", "last")}) is not None
+    # a group other than the last token, or one-token prompts, leave nothing to share
+    assert gpt2.io.shared_prefix(inputs, {("", "last"), ("", "all")}) is None
+    assert gpt2.io.shared_prefix(inputs_for(tok, gpt2, ["w1", "w2"]), {("", "last")}) is None
+    off = nnvtv.wrap(gpt2.module, tok, share_prefix=False, validate=False)
+    assert off.io.shared_prefix(inputs, {("", "last")}) is None
