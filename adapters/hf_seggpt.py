@@ -115,6 +115,21 @@ class SegGptIO(ModelIO):
 
     readout_kind = "patches"
 
+    @property
+    def geometry(self) -> Any:
+        """The 2 x 2 canvas (:class:`nnvtv.canvas.CanvasGeometry`) whose cells are this model's
+        images (``cell`` = the image side, 2-px gap), so visual tasks render at the model's own
+        resolution. Its ``patch`` is only a valid divisor of the canvas: SegGPT reads the cells.
+        """
+        from nnvtv.canvas import CanvasGeometry
+
+        geo = seggpt_geometry(self.module.config)
+        if geo["height"] != geo["width"]:
+            raise ConfigError(f"canvas tasks need square SegGPT images, got {geo['height']}x{geo['width']}")
+        size = 2 * geo["height"] + 2
+        patch = next(p for p in (4, 16, 8, 2, 1) if size % p == 0 and (size // p) % 2 == 0)
+        return CanvasGeometry(size=size, patch=patch, gap=2)
+
     def groups(self) -> dict[str, tuple[str, ...]]:
         return {"": GROUPS}
 

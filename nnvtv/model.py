@@ -425,18 +425,28 @@ def validate_model(model: Model) -> None:
                 (_trace.ATTN_OUT, info.attn_out_paths[layer], info.n_heads * info.head_dim),
                 (_trace.BLOCK, info.block_paths[layer], info.d_model),
             ):
-                def check(x: torch.Tensor, path: str = path, width: int = width, batch: int = inputs.batch_size) -> str | None:
-                    # a sequence [batch, pos, width] or a grid [copies * batch, *cells, width]
+                def check(x: torch.Tensor, path: str = path, width: int = width, batch: int = inputs.batch_size) -> tuple[str | None, int]:
+                    # a sequence [batch, pos, width] or a grid [copies * batch, *cells, width];
+                    # returns (problem, positions in the folded value)
                     ok = x.dim() >= 3 and x.shape[-1] == width and x.shape[0] % batch == 0
                     if ok:
-                        return None
+                        return None, (x.shape[0] // batch) * (x.numel() // (x.shape[0] * width))
                     return (
                         f"{path}: got {tuple(x.shape)}, expected [batch, pos, {width}] "
                         f"or [copies * batch, *cells, {width}] (batch {batch})"
-                    )
+                    ), 0
                 visits.append(_trace.Visit(list(model.streams).index(sname), layer, where, path, reader=check))
     (_, reads), = model.trace_jobs([(inputs, visits)], readout=True)
-    problems = [reads[i] for i in sorted(reads) if reads[i] is not None]
+    problems = [reads[i][0] for i in sorted(reads) if reads[i][0] is not None]
+    # group positions must fall inside the widest value of their stream
+    for sname in model.streams:
+        widest = max((reads[i][1] for i, v in enumerate(visits) if i in reads and list(model.streams)[v.stream_index] == sname), default=0)
+        for group, pos in inputs.positions.get(sname, {}).items():
+            if pos.numel() and (int(pos.min()) < 0 or int(pos.max()) >= widest):
+                problems.append(
+                    f"group {group!r} of stream {sname!r} has positions in [{int(pos.min())}, {int(pos.max())}] "
+                    f"but the stream's values hold {widest} positions; fix the I/O's group positions"
+                )
     if problems:
         raise AdapterError(
             f"adapter {model.adapter.name!r} does not fit {type(model.module).__name__}: "

@@ -289,3 +289,20 @@ def test_load_local_folder_with_real_key_names(tmp_path, net):
     assert loaded.adapter.name == "seggpt"
     data = images(10)
     assert torch.allclose(loaded.run(data, readout=True), raw_forward(net, data), atol=1e-6)
+
+
+def test_wrap_rejects_group_positions_outside_the_grid(net):
+    """An I/O whose groups point past the widest (two-copy) grid fails at wrap time."""
+    from nnvtv.adapters.hf_seggpt import SEGGPT, SegGptIO
+
+    from nnvtv.errors import AdapterError
+
+    class ShiftedIO(SegGptIO):
+        def positions(self, batch: int) -> dict[str, torch.Tensor]:
+            pos = super().positions(batch)
+            return {**pos, "query_pred": pos["query_pred"] + ROWS * COLS}  # a third copy
+
+    spec = nnvtv.AdapterSpec(**{**SEGGPT.__dict__, "name": "seggpt_shifted", "io": ShiftedIO})
+    with pytest.raises(AdapterError, match="query_pred"):
+        nnvtv.wrap(net, adapter=spec)
+    nnvtv.wrap(net, adapter=SEGGPT)  # the real table passes
