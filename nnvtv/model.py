@@ -404,7 +404,8 @@ def wrap(
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(
             f"nnvtv.wrap expects a torch.nn.Module, got {type(model).__name__}; "
-            "for a shipped or cached model use nnvtv.load(name)"
+            "for a shipped or cached model use nnvtv.load(name); for a model hosted on NDIF "
+            "use nnvtv.wrap(hub_id, remote=True)"
         )
     model.eval()
     spec = adapter if adapter is not None else find_adapter(model)

@@ -116,6 +116,8 @@ def test_remote_arguments_are_checked(kit, tokenizer, zoo):
         nnvtv.wrap(module, tokenizer, remote=True)
     with pytest.raises(RemoteError, match="remote='local' runs the remote code path on a model loaded"):
         nnvtv.wrap("some-org/some-model", remote="local")
+    with pytest.raises(ConfigError, match=r"wrap\(hub_id, remote=True\)"):
+        nnvtv.wrap("some-org/some-model")
     with pytest.raises(ConfigError, match="remote must be"):
         nnvtv.wrap(module, tokenizer, remote="yes")
     with pytest.raises(RemoteError, match="transformers model"):
