@@ -74,10 +74,16 @@ def load(name: str, **kwargs: Any) -> Model:
     e = entry(name)
     if e is not None:
         if kwargs:
+            import inspect
+
             from nnvtv.errors import ConfigError
 
-            raise ConfigError(f"nnvtv.load({name!r}) takes no options, got {sorted(kwargs)}")
-        return e.loader()
+            params = inspect.signature(e.loader).parameters
+            unknown = sorted(k for k in kwargs if k not in params)
+            if unknown:
+                accepted = [p for p in params if p != "self"]
+                raise ConfigError(f"nnvtv.load({name!r}) got unknown option(s) {unknown}; it accepts {accepted or 'none'}")
+        return e.loader(**kwargs)
     path = Path(name).expanduser()
     if path.is_dir() and (path / "config.json").exists():
         return load_hf_folder(path, **kwargs)

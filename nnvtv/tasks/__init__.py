@@ -50,6 +50,11 @@ def _load_builtin() -> None:
     for path in sorted(DATA_DIR.glob("*.json")):
         if path.stem not in _REGISTRY:
             register(from_json(path, description=f"word pairs from {path.name}"))
+    from nnvtv.tasks.visual import procedural_tasks
+
+    for task in procedural_tasks():  # segmentation, low-light, inpainting, colorization
+        if task.name not in _REGISTRY:
+            register(task)
     import nnvtv.adapters  # noqa: F401  (adapters register their own tasks)
 
 
