@@ -68,19 +68,34 @@ def first_target_ids(model: Model, fmt: PromptFormat, pairs: Sequence[tuple[str,
     tok = model.io.tokenizer
     if tok is None:
         raise ConfigError("text tasks need a tokenizer: pass tokenizer= to nnvtv.wrap")
+    special = set(getattr(tok, "all_special_ids", None) or ())
     ids = []
     for x, y in pairs:
         q = fmt.query.format(input=x)
         cont = fmt.continuation(x, y)
-        p_ids = tok(q)["input_ids"]
-        f_ids = tok(q + cont)["input_ids"]
-        if len(f_ids) > len(p_ids) and f_ids[: len(p_ids)] == p_ids:
-            ids.append(f_ids[len(p_ids)])
-        else:  # the boundary merged under BPE: fall back to the continuation alone
-            c_ids = tok(cont, add_special_tokens=False)["input_ids"]
-            if not c_ids:
-                raise ConfigError(f"output {y!r} tokenizes to nothing")
-            ids.append(c_ids[0])
+        p_ids = list(tok(q)["input_ids"])
+        f_ids = list(tok(q + cont)["input_ids"])
+        # The target is the first token after the query's own tokens. Compare the two
+        # tokenizations instead of tokenizing the continuation alone: SentencePiece (Llama)
+        # tokenizers prepend a word-boundary marker to a lone string, BPE ones may not, and
+        # some tokenizers append EOS (so the query's tokens minus trailing specials count).
+        n_query = len(p_ids)
+        while n_query and p_ids[n_query - 1] in special:
+            n_query -= 1
+        common = 0
+        while common < min(len(p_ids), len(f_ids)) and p_ids[common] == f_ids[common]:
+            common += 1
+        if common >= n_query and common < len(f_ids) and f_ids[common] not in special:
+            ids.append(f_ids[common])
+            continue
+        # The boundary merged (the query's last token is not a prefix of the full text):
+        # fall back to the continuation alone, skipping whitespace-only marker tokens.
+        c_ids = [i for i in tok(cont, add_special_tokens=False)["input_ids"] if i not in special]
+        while len(c_ids) > 1 and not tok.decode([c_ids[0]]).strip():
+            c_ids = c_ids[1:]
+        if not c_ids:
+            raise ConfigError(f"output {y!r} tokenizes to nothing after the query {q!r}")
+        ids.append(c_ids[0])
     return torch.tensor(ids, dtype=torch.long)
 
 
