@@ -7,7 +7,7 @@
 >>> result.task_vector.save("runs/perm_a")
 """
 
-from nnvtv import errors, search, tasks
+from nnvtv import errors, recipes, search, tasks
 from nnvtv.activations import Means, mean_activations
 from nnvtv.adapter import (
     AdapterSpec,
@@ -52,6 +52,7 @@ __all__ = [
     "load",
     "mean_activations",
     "register_adapter",
+    "recipes",
     "register_model",
     "run_masks",
     "search",
