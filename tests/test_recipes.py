@@ -200,3 +200,13 @@ def test_first_target_with_a_legacy_sentencepiece_tokenizer_that_appends_eos(kit
     model = SimpleNamespace(io=SimpleNamespace(tokenizer=tok))
     ids = first_target_ids(model, PromptFormat(demo="Q: {input} A: {output}", query="Q: {input} A:"), [("hot", "cold")])
     assert ids.tolist() == [tok.vocab["\u2581cold"]]
+
+
+def test_figures_are_written(llama, task, tmp_path):
+    sweep = recipes.layer_sweep(llama, task, n_mean_prompts=4, n_queries=4)
+    fv = recipes.function_vector(llama, task, k=2, n_mean_prompts=4, n_cie_prompts=3, n_queries=4)
+    a = recipes.plot_layer_sweep([sweep], tmp_path / "layers.png", fvs=[fv])
+    b = recipes.plot_cie(fv.cie, tmp_path / "cie.png", heads=fv.heads)
+    assert a.stat().st_size > 1000 and b.stat().st_size > 1000
+    with pytest.raises(ShapeMismatchError):
+        recipes.plot_cie(torch.zeros(3), tmp_path / "bad.png")
