@@ -579,7 +579,8 @@ def head_search(
         strategies: strategy names, each run once through :func:`nnvtv.find`.
         budget: forward passes (candidate site sets) per strategy.
         options: per-strategy options, ``{"greedy": {"candidates": 32}}``.
-        **find_options: passed to :func:`nnvtv.find` (``shots``, ``n_mean_prompts`` ...).
+        **find_options: passed to :func:`nnvtv.find` (``shots``, ``n_mean_prompts``, ``sites`` as
+            an explicit :class:`SiteSpace` ...).
     """
     _check_text_model(model)
     if not strategies:
@@ -587,7 +588,10 @@ def head_search(
     out = []
     for name in strategies:
         opts = dict((options or {}).get(name, {}))
-        res = find(model, task, strategy=name, budget=budget, seed=seed, sites="head", groups=[GROUP], **find_options, **opts)
+        kw = {"sites": "head", "groups": [GROUP], **find_options, **opts}
+        if not isinstance(kw["sites"], str):
+            kw.pop("groups", None)  # an explicit SiteSpace already names its groups
+        res = find(model, task, strategy=name, budget=budget, seed=seed, **kw)
         out.append(SearchSummary.from_result(res))
     return out
 
