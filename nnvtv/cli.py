@@ -80,6 +80,7 @@ def find(
         plot_sites(result.task_vector, out_dir / "sites.png")
         plot_history(result, out_dir / "history.png")
         (out_dir / "results.json").write_text(json.dumps(data, indent=1))
+        _example_images(m, result, out_dir, seed)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=1) + "\n")
         return
@@ -153,6 +154,12 @@ def train_toy(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Retrain a shipped toy model from scratch (deterministic for a given seed)."""
+    if kind == "visual":
+        from nnvtv.adapters.mae_vqgan.train_toy import train_visual
+
+        rec = train_visual(out_dir, seed=seed)
+        out.print_json(json.dumps({"metrics": rec["metrics"], "timing": rec["timing"]}))
+        return
     if kind != "text":
         _fail(NnvtvError(f"unknown toy model kind {kind!r}; available: text"))
     from nnvtv.adapters.toy.train_text import train_text
@@ -209,6 +216,23 @@ def compare(
         out.print(f"no transfer {key}: {note}")
     if out_dir is not None:
         out.print(f"wrote {out_dir}/: compare.json, compare.png, vectors/")
+
+
+def _example_images(model: Any, result: Any, out_dir: Path, seed: int) -> None:
+    """Tasks that can show their outputs (visual tasks) get ``examples.png``: canvas, ground
+    truth, ICL, zero-shot and task-vector outputs of a few held-out queries."""
+    from nnvtv.tasks import get as get_task
+
+    task = get_task(result.task_vector.task)
+    if not hasattr(task, "example_images"):
+        return
+    from nnvtv.report import plot_image_grid
+
+    images = task.example_images(model, result.task_vector, n=4, seed=seed)
+    scores = {k: task.score(v, images["target"]).tolist() for k, v in images.items() if k in ("icl", "zero_shot", "task_vector")}
+    title = f"{model.name} / {task.name}: held-out queries ({task.metric} under each output)"
+    plot_image_grid(images, out_dir / "examples.png", title=title, scores=scores)
+    out.print(f"wrote {out_dir}/examples.png (canvas, ground truth, ICL, zero-shot, task-vector outputs)")
 
 
 def _progress() -> Progress:

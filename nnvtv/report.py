@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from nnvtv.find import SearchResult
     from nnvtv.vector import TaskVector
 
-__all__ = ["site_grids", "plot_sites", "plot_history", "results_table"]
+__all__ = ["site_grids", "plot_sites", "plot_history", "results_table", "plot_image_grid"]
 
 
 def site_grids(space: SiteSpace, values: Sequence[float]) -> dict[tuple[str, str], np.ndarray]:
@@ -226,3 +226,40 @@ def comparison_table(cmp: Any) -> Any:
             m.add_row(label, *[fmt(v) for v in row])
         parts.append(m)
     return Group(*parts)
+
+
+_GRID_TITLES = {
+    "canvas": "canvas (answer hidden)",
+    "target": "ground truth",
+    "icl": "one-shot (ICL)",
+    "zero_shot": "zero-shot",
+    "task_vector": "task vector",
+}
+
+
+def plot_image_grid(images: dict[str, Any], path: str | Path, *, title: str | None = None, scores: dict[str, Sequence[float]] | None = None) -> Path:
+    """One row per example, one column per entry of ``images`` (``{name: [n, 3, H, W]}`` in ``[0, 1]``).
+
+    Columns are shown in the given order (e.g. canvas, ground truth, ICL output, zero-shot
+    output, task-vector output); ``scores`` (``{name: n values}``) are printed under the images.
+    """
+    names = list(images)
+    n = min(int(v.shape[0]) for v in images.values())
+    fig, axes = plt.subplots(n, len(names), figsize=(1.9 * len(names), 1.9 * n), squeeze=False)
+    for j, name in enumerate(names):
+        for i in range(n):
+            ax = axes[i][j]
+            img = images[name][i].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+            ax.imshow(img, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(_GRID_TITLES.get(name, name), fontsize=8)
+            if scores and name in scores:
+                ax.set_xlabel(f"{scores[name][i]:.3f}", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -1,0 +1,387 @@
+"""Train ``toy-visual``: a small MAE-VQGAN on procedurally generated canvases of four task families.
+
+Reproducible (seeded, CPU-deterministic) and cheap: ``nnvtv train-toy visual --out DIR`` or
+``python -m nnvtv.adapters.mae_vqgan.train_toy --out DIR``. Two phases, as the real model:
+
+1. the VQGAN (f4, 256 codes) learns to reconstruct canvases (pixel MSE + VQ loss, dead codes
+   re-seeded from encoder outputs);
+2. the MAE learns to predict the VQGAN codes of the masked answer quadrant (cross-entropy),
+   on ICL canvases and, for a quarter of each batch, on the zero-shot layout (example
+   quadrants dropped) -- so zero-shot is the model's best guess without the example.
+
+Every episode draws a *latent* that the example pair reveals and the query does not (which
+shape class is foreground; restore / keep / invert a darkened image; restore the hole or fill
+it with a colour; the colorization palette) -- see :mod:`nnvtv.tasks.visual`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nnvtv.canvas import CanvasGeometry, make_canvas, normalize
+from nnvtv.tasks.visual import FAMILIES, LATENTS, random_palette, render_pair
+
+from .adapter import layout
+from .checkpoint import save_checkpoint
+from .config import toy
+from .model import MaeVqgan
+
+__all__ = ["make_episodes", "train_visual", "evaluate_toy", "main"]
+
+EPISODE_SEED_BASE = 50_000_000  # far from the named tasks' pair seeds (0 .. 511)
+
+
+def _latent(family: str, rng: np.random.Generator) -> Any:
+    if family == "colorization":
+        return 0 if rng.random() < 0.3 else random_palette(rng)
+    options = LATENTS[family]
+    return options[int(rng.integers(len(options)))]
+
+
+def make_episodes(n: int, seed: int, geometry: CanvasGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` training canvases ``uint8 [n, 3, S, S]`` (answer cell = ground truth) and family ids ``[n]``.
+
+    Episodes come in twins: ``2k`` and ``2k + 1`` share family and latent (different images).
+    """
+    rng = np.random.default_rng(seed)
+    canv = torch.empty(n, 3, geometry.size, geometry.size, dtype=torch.uint8)
+    fam = torch.empty(n, dtype=torch.long)
+    f, lat = 0, None
+    for i in range(n):
+        if i % 2 == 0:
+            f = int(rng.integers(len(FAMILIES)))
+            lat = _latent(FAMILIES[f], rng)
+        s = EPISODE_SEED_BASE + seed * 10_000_000 + 2 * i
+        ex = render_pair(FAMILIES[f], lat, s, geometry.cell)
+        q = render_pair(FAMILIES[f], lat, s + 1, geometry.cell)
+        c = make_canvas(*ex, *q, geometry=geometry, background=1.0)
+        canv[i] = (c * 255).round().to(torch.uint8)
+        fam[i] = f
+    return canv, fam
+
+
+def _lr(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _batch(canv: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return canv[idx].float() / 255
+
+
+def train_vqgan(model: MaeVqgan, canv: torch.Tensor, *, steps: int, batch: int, lr: float, gen: torch.Generator, log: list) -> dict:
+    vae = model.vae
+    opt = torch.optim.Adam(vae.parameters(), lr=lr, betas=(0.5, 0.9))
+    n = canv.shape[0]
+    t0, c0 = time.perf_counter(), time.process_time()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, steps, lr, 50)
+        x = _batch(canv, torch.randint(n, (batch,), generator=gen)) * 2 - 1
+        z = vae.encode_features(x)
+        zq, vq_loss, ids = vae.quantize(z)
+        rec = vae.decode(zq)
+        loss = F.mse_loss(rec, x) + vq_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 and step < steps * 0.8:  # re-seed dead codes from current encoder outputs
+            with torch.no_grad():
+                used = torch.bincount(ids.flatten(), minlength=vae.quantize.n_embed)
+                dead = (used == 0).nonzero().flatten()
+                if len(dead):
+                    flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+                    pick = torch.randint(flat.shape[0], (len(dead),), generator=gen)
+                    vae.quantize.embedding.weight[dead] = flat[pick]
+        if step % 100 == 0 or step == steps - 1:
+            rec_mse = float(F.mse_loss(rec.detach(), x)) / 4  # in [0, 1] pixel units
+            log.append({"phase": "vqgan", "step": step, "loss": round(float(loss), 5), "rec_mse01": round(rec_mse, 5)})
+            print(json.dumps(log[-1]), flush=True)
+    return {"seconds": round(time.perf_counter() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1)}
+
+
+@torch.no_grad()
+def encode_codes(model: MaeVqgan, canv: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    return torch.cat([model.target_codes(_batch(canv, torch.arange(i, min(i + chunk, len(canv))))) for i in range(0, len(canv), chunk)])
+
+
+def _block(blk: torch.nn.Module, x: torch.Tensor, inject: torch.Tensor | None, capture: list | None) -> torch.Tensor:
+    """``Block.forward`` written out so the CLS head outputs (``attn.proj`` input at position 0,
+    ``[B, heads*head_dim]``) can be captured or replaced. Training only."""
+    h = blk.norm1(x)
+    a = blk.attn
+    b, t, c = h.shape
+    qkv = a.qkv(h).reshape(b, t, 3, a.heads, c // a.heads).permute(2, 0, 3, 1, 4)
+    o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(b, t, c)
+    if capture is not None:
+        capture.append(o[:, 0])
+    if inject is not None:
+        o = torch.cat([inject[:, None], o[:, 1:]], dim=1)
+    x = x + a.proj(o)
+    return x + blk.mlp(blk.norm2(x))
+
+
+def _encode(model: MaeVqgan, imgs: torch.Tensor, visible: torch.Tensor, layer: int, inject: torch.Tensor | None = None,
+            capture: list | None = None) -> torch.Tensor:
+    x = model.patch_embed(imgs) + model.pos_embed[:, 1:]
+    x = torch.gather(x, 1, visible[..., None].expand(-1, -1, x.shape[-1]))
+    x = torch.cat([(model.cls_token + model.pos_embed[:, :1]).expand(x.shape[0], -1, -1), x], dim=1)
+    for i, blk in enumerate(model.blocks):
+        x = _block(blk, x, inject if i == layer else None, capture if i == layer else None)
+    return model.norm(x)
+
+
+def train_mae(
+    model: MaeVqgan, canv: torch.Tensor, codes: torch.Tensor, geometry: CanvasGeometry, *,
+    steps: int, batch: int, zs_batch: int, lr: float, gen: torch.Generator, log: list,
+    tvp_batch: int = 0, tvp_from: float = 0.5, tvp_layer: int = 1,
+) -> dict:
+    """Cross-entropy on the answer codes of ICL canvases (``batch``) and zero-shot prompts
+    (``zs_batch``). From ``tvp_from * steps`` on, a task-vector-prompting loss: the encoder
+    block ``tvp_layer`` CLS head outputs of an ICL episode replace those of the zero-shot
+    forward of its twin (same family and latent), which must then predict the twin's answer."""
+    params = [p for n, p in model.named_parameters() if not n.startswith("vae.") and p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05, betas=(0.9, 0.95))
+    lays = {zs: layout(geometry, zs) for zs in (False, True)}
+    n = canv.shape[0]
+    t0, c0 = time.perf_counter(), time.process_time()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, steps, lr, 100)
+        losses = []
+        tvp_on = tvp_batch > 0 and step >= tvp_from * steps
+        captured: list[torch.Tensor] = []
+        idx_icl = None
+        for zs, b in ((False, batch), (True, zs_batch)):
+            if b == 0:
+                continue
+            idx = torch.randint(n, (b,), generator=gen)
+            lay = lays[zs]
+            vis = torch.tensor(lay["visible"]).expand(b, -1)
+            tgt = torch.tensor(lay["target"]).expand(b, -1)
+            imgs = normalize(_batch(canv, idx))
+            if not zs and tvp_on:
+                idx_icl = idx
+                logits = model.decode_tokens(_encode(model, imgs, vis, tvp_layer, capture=captured), vis, tgt)
+            else:
+                logits = model(imgs, vis, tgt)
+            y = codes[idx][:, lay["target"]]
+            losses.append((F.cross_entropy(logits.flatten(0, 1), y.flatten()), b))
+        loss = sum(v * b for v, b in losses) / sum(b for _, b in losses)
+        tvp_loss = None
+        if tvp_on and idx_icl is not None:
+            k = min(tvp_batch, len(idx_icl))
+            twin = idx_icl[:k] ^ 1
+            lay = lays[True]
+            vis = torch.tensor(lay["visible"]).expand(k, -1)
+            tgt = torch.tensor(lay["target"]).expand(k, -1)
+            latent = _encode(model, normalize(_batch(canv, twin)), vis, tvp_layer, inject=captured[0][:k])
+            logits = model.decode_tokens(latent, vis, tgt)
+            tvp_loss = F.cross_entropy(logits.flatten(0, 1), codes[twin][:, lay["target"]].flatten())
+            loss = loss + tvp_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 100 == 0 or step == steps - 1:
+            log.append({"phase": "mae", "step": step, "loss": round(float(loss), 4),
+                        "icl_ce": round(float(losses[0][0]), 4), "zs_ce": round(float(losses[-1][0]), 4),
+                        "tvp_ce": None if tvp_loss is None else round(float(tvp_loss), 4)})
+            print(json.dumps(log[-1]), flush=True)
+    return {"seconds": round(time.perf_counter() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1)}
+
+
+def evaluate_toy(model: MaeVqgan, *, seed: int = 0, n_mean_prompts: int = 64) -> dict[str, Any]:
+    """Held-out zero-shot / one-shot scores of the four named tasks, and the gap closed by
+    replacing every head output (all sites) with its ICL mean."""
+    import nnvtv
+    from nnvtv.tasks import get as get_task
+
+    from .adapter import MAE_VQGAN
+
+    m = nnvtv.wrap(model, adapter=MAE_VQGAN, name="toy-visual")
+    out: dict[str, Any] = {}
+    for name in ("segmentation", "low-light", "inpainting", "colorization"):
+        task = get_task(name)
+        s = nnvtv.evaluate(m, task, seed=seed)
+        split = task.split(seed)
+        queries = [split.train[i % len(split.train)] for i in range(n_mean_prompts)]
+        icl = task.icl(m, queries, split.train, shots=1, seed=seed)
+        means = nnvtv.mean_activations(m, [icl.inputs], m.sites("head"))
+        zs = task.zero_shot(m, split.test)
+        all_heads = float(task.score(m.run(zs.inputs, means.patch(), readout=True), zs.targets).mean())
+        gap = s.icl - s.zero_shot
+        out[name] = {
+            "metric": task.metric, "zero_shot": round(s.zero_shot, 4), "icl_1shot": round(s.icl, 4),
+            "all_heads_mean_patch": round(all_heads, 4),
+            "all_heads_gap_closed": round((all_heads - s.zero_shot) / gap, 3) if gap else None,
+        }
+    return out
+
+
+def train_visual(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    n_episodes: int = 8000,
+    vq_steps: int = 300,
+    vq_batch: int = 32,
+    mae_steps: int = 1800,
+    batch: int = 48,
+    zs_batch: int = 16,
+    tvp_batch: int = 32,
+    tvp_from: float = 0.5,
+    tvp_layer: int = 1,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Train both phases, evaluate, and write ``model.safetensors``, ``config.json``,
+    ``metrics.json`` and ``MODEL_CARD.md`` to ``out_dir``. Returns the metrics record."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    cfg = toy()
+    geometry = CanvasGeometry(size=cfg.img_size, patch=cfg.patch_size, gap=2)
+    log: list[dict] = []
+    t_all, c_all = time.perf_counter(), time.process_time()
+    t, c = time.perf_counter(), time.process_time()
+    canv, fam = make_episodes(n_episodes, seed, geometry)
+    timing = {"data": {"seconds": round(time.perf_counter() - t, 1), "cpu_seconds": round(time.process_time() - c, 1)}}
+    print(json.dumps({"episodes": n_episodes, **timing["data"]}), flush=True)
+    model = MaeVqgan(cfg)
+    model.train()
+    timing["vqgan"] = train_vqgan(model, canv, steps=vq_steps, batch=vq_batch, lr=2e-3, gen=gen, log=log)
+    model.eval()
+    codes = encode_codes(model, canv)
+    used = int(torch.unique(codes).numel())
+    for p in model.vae.parameters():
+        p.requires_grad_(False)
+    model.train()
+    timing["mae"] = train_mae(model, canv, codes, geometry, steps=mae_steps, batch=batch, zs_batch=zs_batch, lr=1.5e-3, gen=gen, log=log,
+                               tvp_batch=tvp_batch, tvp_from=tvp_from, tvp_layer=tvp_layer)
+    model.eval()
+    timing["total_training"] = {"seconds": round(time.perf_counter() - t_all, 1), "cpu_seconds": round(time.process_time() - c_all, 1)}
+    t, c = time.perf_counter(), time.process_time()
+    metrics = evaluate_toy(model, seed=0)
+    timing["evaluate"] = {"seconds": round(time.perf_counter() - t, 1), "cpu_seconds": round(time.process_time() - c, 1)}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, out / "model.safetensors")
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    record = {
+        "model": "toy-visual",
+        "metrics": metrics,
+        "codes_used": used,
+        "hparams": {"seed": seed, "n_episodes": n_episodes, "vq_steps": vq_steps, "vq_batch": vq_batch, "mae_steps": mae_steps,
+                    "batch": batch, "zs_batch": zs_batch, "tvp_batch": tvp_batch, "tvp_from": tvp_from,
+                    "tvp_layer": tvp_layer, "threads": threads},
+        "timing": timing,
+        "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "train_visual()",
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "log": log,
+    }
+    (out / "metrics.json").write_text(json.dumps(record, indent=1))
+    (out / "MODEL_CARD.md").write_text(model_card(record))
+    print(json.dumps({"metrics": metrics, "timing": timing}), flush=True)
+    return record
+
+
+def model_card(rec: dict[str, Any]) -> str:
+    """The shipped ``MODEL_CARD.md`` (numbers from ``rec``, the metrics record)."""
+    h, t, m = rec["hparams"], rec["timing"], rec["metrics"]
+    rows = []
+    for name, r in m.items():
+        better = "higher" if r["metric"] == "iou" else "lower"
+        rows.append(f"| {name} | {r['metric']} ({better} is better) | {r['zero_shot']:.4f} | {r['icl_1shot']:.4f} | "
+                    f"{r['all_heads_mean_patch']:.4f} | {r['all_heads_gap_closed']} |")
+    tvp = (f"Yes: from step {int(h['tvp_from'] * h['mae_steps'])} of {h['mae_steps']}, a task-vector-prompting loss on "
+           f"{h['tvp_batch']} zero-shot prompts per step whose encoder block {h['tvp_layer']} CLS head outputs "
+           "(all heads) are replaced by those of an ICL episode with the same family and latent; the zero-shot "
+           "forward must then predict the answer codes. So this model has a *prescribed* place for the task "
+           f"(encoder block {h['tvp_layer']}, group `cls`): a ground-truth testbed for the search, like `toy-text`."
+           if h["tvp_batch"] else "No: natural training only.")
+    return f"""# toy-visual
+
+A small MAE-VQGAN (the same `MaeVqgan` class as the official model) trained by the project
+on procedurally generated 2 x 2 canvases. Shipped with nnvtv so that visual task vectors can
+be found, tested and shown on a laptop CPU. It is **not** a pretrained vision model.
+
+## Architecture
+
+32 px canvas, 15 px cells with 2 px gaps, 4 px patches (8 x 8 grid; the answer quadrant is
+4 x 4 = 16 patches). Encoder 4 blocks x d 128 x 8 heads, decoder 2 blocks x d 128 x 8 heads
+(MLP ratio 2), fixed sin-cos positions, CLS token. `decoder_pred` gives logits over the 256
+codes of a VQGAN (f4, channels 16/32/32, codebook 256 x 32) that renders codes to pixels.
+Token groups as the official adapter: encoder `cls`, `query` (16); decoder `cls`,
+`query_in` (16), `query_out` (16): 8 x 4 x 2 + 8 x 2 x 3 = 112 head sites.
+
+## Training data: four task families, each with a latent
+
+Every episode draws a latent that the example pair reveals and the query alone does not, so
+a one-shot prompt carries information a zero-shot prompt lacks:
+
+| family | input -> output | latent drawn per episode | named task uses |
+|---|---|---|---|
+| segmentation | shapes on a textured background -> white mask | which class (disk / square / cross) is foreground | disk |
+| low-light | image x 0.5 -> ... | restore (x2) / keep / invert | restore |
+| inpainting | image with a black square -> ... | restore / fill with red / green / blue | restore |
+| colorization | luma -> colour | the 3-colour palette (fixed palette 0 with p = 0.3, else random) | palette 0 |
+
+{h['n_episodes']} episodes (twins sharing family and latent), seed {h['seed']}.
+Phase 1: the VQGAN, {h['vq_steps']} Adam steps of batch {h['vq_batch']} (pixel MSE + VQ loss, dead codes
+re-seeded); {rec['codes_used']} of 256 codes in use. Phase 2: the MAE, {h['mae_steps']} AdamW steps,
+cross-entropy on the answer quadrant's codes of {h['batch']} ICL canvases and {h['zs_batch']} zero-shot
+prompts (example quadrants dropped: the model learns its best guess without the example).
+
+Task-vector-prompting auxiliary loss: {tvp}
+
+## Measured (held-out queries, `nnvtv.evaluate`, seed 0)
+
+| task | metric | zero-shot | one-shot (ICL) | all 112 head sites <- ICL means | gap closed |
+|---|---|---:|---:|---:|---:|
+{chr(10).join(rows)}
+
+"gap closed" = (patched - zero-shot) / (ICL - zero-shot). Search results (REINFORCE, a few
+sites) are in the README and checked by `tests/test_toy_visual.py`.
+
+## Cost
+
+Training {t['total_training']['cpu_seconds']} CPU seconds ({t['total_training']['seconds']} s wall) with
+{h['threads']} torch thread(s), run under `flock /tmp/nnvtv-heavy.lock` on a shared 2-core machine:
+data {t['data']['cpu_seconds']} s, VQGAN {t['vqgan']['cpu_seconds']} s, MAE {t['mae']['cpu_seconds']} s (CPU).
+torch {rec['versions']['torch']}, Python {rec['versions']['python']}.
+
+Reproduce: `nnvtv train-toy visual --out DIR` (or
+`python -m nnvtv.adapters.mae_vqgan.train_toy --out DIR`); weights are deterministic for a
+seed on one machine and thread count.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=int, default=8000)
+    p.add_argument("--vq-steps", type=int, default=300)
+    p.add_argument("--mae-steps", type=int, default=1800)
+    p.add_argument("--tvp-batch", type=int, default=32, help="0 disables the task-vector-prompting loss")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    train_visual(a.out, seed=a.seed, n_episodes=a.episodes, vq_steps=a.vq_steps, mae_steps=a.mae_steps,
+                 tvp_batch=a.tvp_batch, threads=a.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
