@@ -28,6 +28,7 @@ from nnvtv.tasks.visual import (
     binarize,
     iou,
     mse,
+    prompt_candidates,
     quantize,
     render_pair,
     select_prompts,
@@ -148,7 +149,8 @@ def test_named_tasks_registered():
         t = get_task(name)
         assert isinstance(t, VisualTask) and t.metric == metric and t.modality == "image"
         s = t.split(0)
-        assert not set(s.train) & set(s.test) and len(s.test) == 32
+        assert not set(s.train) & set(s.test) and len(s.test) == 32 and len(s.train) == 16
+        assert t.split(1).train != s.train and t.split(1).test == s.test
 
 
 def test_task_batches_and_scoring(model):
@@ -179,8 +181,8 @@ def test_select_prompts_keeps_the_best(model):
     task = get_task("low-light")
     best = select_prompts(model, task, k=3, n_candidates=6, n_queries=2, seed=0)
     assert best.demo_pool is not None and len(best.demo_pool) == 3
+    queries, cands = prompt_candidates(task, n_candidates=6, n_queries=2, seed=0)
     train = list(task.split(0).train)
-    cands, queries = train[:6], train[6:8]
     g = model.io.geometry
     scores = {}
     for c in cands:

@@ -67,6 +67,7 @@ __all__ = [
     "iou",
     "mse",
     "select_prompts",
+    "prompt_candidates",
     "procedural_tasks",
 ]
 
@@ -417,7 +418,9 @@ class VisualTask(Task):
         name: registry name.
         source: the :class:`PairSource`.
         metric: ``"iou"`` (higher is better) or ``"mse"`` (lower is better).
-        n_test: held-out pairs (the last ``n_test`` indices); the rest are train.
+        n_test: held-out pairs (the last ``n_test`` indices).
+        n_train: train pairs (demonstrations, means, the search objective's queries; the paper
+            searches on ~10 queries), drawn by the split seed from the other indices; ``None``: all.
         background: canvas background (1 = white, as the official loaders).
         demo_pool: if set, ICL demonstrations are drawn only from these indices (see
             :func:`select_prompts`).
@@ -433,6 +436,7 @@ class VisualTask(Task):
         *,
         metric: str,
         n_test: int = 32,
+        n_train: int | None = 16,
         description: str = "",
         background: float = 1.0,
         demo_pool: Sequence[int] | None = None,
@@ -447,6 +451,7 @@ class VisualTask(Task):
         self.metric = metric  # type: ignore[misc]
         self.higher_is_better = metric == "iou"  # type: ignore[misc]
         self.n_test = n_test
+        self.n_train = n_train
         self.description = description or source.describe()
         self.background = background
         self.demo_pool = None if demo_pool is None else tuple(int(i) for i in demo_pool)
@@ -462,15 +467,17 @@ class VisualTask(Task):
         return self._cache[key]
 
     def split(self, seed: int = 0) -> Split:
-        """Train = indices ``0 .. len - n_test - 1``, test = the last ``n_test`` (``seed`` shuffles train)."""
+        """Test = the last ``n_test`` indices; train = ``n_train`` of the others, chosen by ``seed``."""
         n = len(self.source)
         train = list(range(n - self.n_test))
         random.Random(seed).shuffle(train)
+        if self.n_train is not None:
+            train = train[: self.n_train]
         return Split(train=tuple(train), test=tuple(range(n - self.n_test, n)))
 
     def with_demos(self, pool: Sequence[int]) -> VisualTask:
         """The same task with ICL demonstrations restricted to ``pool``."""
-        t = VisualTask(self.name, self.source, metric=self.metric, n_test=self.n_test, description=self.description,
+        t = VisualTask(self.name, self.source, metric=self.metric, n_test=self.n_test, n_train=self.n_train, description=self.description,
                        background=self.background, demo_pool=pool, models=self.models)
         t._cache = self._cache
         return t
@@ -553,17 +560,29 @@ class VisualTask(Task):
         return out
 
 
+def prompt_candidates(task: VisualTask, *, n_candidates: int, n_queries: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """``(queries, candidates)`` for :func:`select_prompts`: the first ``n_queries`` train queries,
+    and ``n_candidates`` other non-test pairs drawn by ``seed``."""
+    queries = list(task.split(seed).train[:n_queries])
+    taken = set(queries)
+    pool = [i for i in range(len(task.source) - task.n_test) if i not in taken]
+    random.Random(seed + 1).shuffle(pool)
+    if len(pool) < n_candidates or len(queries) < n_queries:
+        raise ConfigError(f"task {task.name!r} has {len(pool)} candidate pairs and {len(queries)} train queries; "
+                          f"asked for {n_candidates} and {n_queries}")
+    return queries, pool[:n_candidates]
+
+
 def select_prompts(model: Model, task: VisualTask, *, k: int = 16, n_candidates: int = 64, n_queries: int = 8, seed: int = 0) -> VisualTask:
     """Score candidate demonstrations and keep the ``k`` best (paper: best 100 of ~3000).
 
-    Each of ``n_candidates`` train pairs is used as the example for ``n_queries`` other
-    train queries; candidates are ranked by the mean task score of those one-shot prompts.
+    Each of ``n_candidates`` non-test pairs is used as the example for ``n_queries`` train
+    queries; candidates are ranked by the mean task score of those one-shot prompts.
     Returns the task with ICL demonstrations restricted to the top ``k``.
     """
-    train = list(task.split(seed).train)
-    if k < 1 or n_candidates < k or len(train) < n_candidates + n_queries:
-        raise ConfigError(f"need 1 <= k <= n_candidates and {n_candidates} + {n_queries} <= {len(train)} train pairs")
-    cands, queries = train[:n_candidates], train[n_candidates : n_candidates + n_queries]
+    queries, cands = prompt_candidates(task, n_candidates=n_candidates, n_queries=n_queries, seed=seed)
+    if not 1 <= k <= len(cands):
+        raise ConfigError(f"k must be in [1, {len(cands)}] (the candidates), got {k}")
     g = canvas_geometry(model)
     scores = []
     for cand in cands:
