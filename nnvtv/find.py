@@ -65,6 +65,14 @@ class Scores:
             return None
         return self.task_vector / self.icl
 
+    @property
+    def gap_closed(self) -> float | None:
+        """``(task vector - zero-shot) / (ICL - zero-shot)``: the share of the ICL gain the task
+        vector recovers, meaningful for lower-is-better metrics (MSE) too; ``None`` if undefined."""
+        if self.task_vector is None or self.icl == self.zero_shot:
+            return None
+        return (self.task_vector - self.zero_shot) / (self.icl - self.zero_shot)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "metric": self.metric,
@@ -72,6 +80,7 @@ class Scores:
             "icl": self.icl,
             "task_vector": self.task_vector,
             "fraction_of_icl": self.fraction_of_icl,
+            "gap_closed": self.gap_closed,
             "n_queries": self.n_queries,
             "shots": self.shots,
         }

@@ -121,6 +121,8 @@ def results_table(result: SearchResult) -> Table:
     t.add_row(f"ICL ({s.shots}-shot)", f"{s.icl:.3f}")
     frac = f"  ({s.fraction_of_icl:.0%} of ICL)" if s.fraction_of_icl is not None else ""
     t.add_row("task vector", f"{s.task_vector:.3f}{frac}")
+    if s.gap_closed is not None:
+        t.add_row("gap closed", f"{s.gap_closed:.0%} of (ICL - zero-shot)")
     t.add_section()
     t.add_row("sites", f"{result.n_sites} of {len(result.space)}")
     t.add_row("strategy", result.task_vector.strategy)
