@@ -149,7 +149,7 @@ def tasks() -> None:
 
 @app.command("train-toy")
 def train_toy(
-    kind: Annotated[str, typer.Argument(help="which toy model: text")] = "text",
+    kind: Annotated[str, typer.Argument(help="which toy model: text, visual, seggpt")] = "text",
     out_dir: Annotated[Path, typer.Option("--out", help="where to write the weights")] = Path("toy-weights"),
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
@@ -160,8 +160,13 @@ def train_toy(
         rec = train_visual(out_dir, seed=seed)
         out.print_json(json.dumps({"metrics": rec["metrics"], "timing": rec["timing"]}))
         return
+    if kind == "seggpt":
+        from nnvtv.adapters.toy.train_seggpt import train_seggpt
+
+        out.print_json(json.dumps(train_seggpt(out_dir, seed=seed)["summary"]))
+        return
     if kind != "text":
-        _fail(NnvtvError(f"unknown toy model kind {kind!r}; available: text"))
+        _fail(NnvtvError(f"unknown toy model kind {kind!r}; available: text, visual, seggpt"))
     from nnvtv.adapters.toy.train_text import train_text
 
     metrics = train_text(out_dir, seed=seed)
