@@ -306,3 +306,20 @@ def test_wrap_rejects_group_positions_outside_the_grid(net):
     with pytest.raises(AdapterError, match="query_pred"):
         nnvtv.wrap(net, adapter=spec)
     nnvtv.wrap(net, adapter=SEGGPT)  # the real table passes
+
+
+def test_visual_tasks_run_on_seggpt(model):
+    """The canvas tasks (nnvtv.tasks.visual) drive SegGPT through its geometry: cell = image side."""
+    from nnvtv.canvas import CanvasGeometry
+    from nnvtv.tasks import get as get_task
+
+    assert model.io.geometry == CanvasGeometry(size=2 * H + 2, patch=1, gap=2)
+    task = get_task("segmentation")
+    split = task.split(0)
+    icl = task.icl(model, split.test[:3], split.train, shots=1, seed=1)
+    zs = task.zero_shot(model, split.test[:3])
+    assert torch.equal(zs.inputs.kwargs["prompt_masks"], torch.zeros(3, 3, H, W))
+    assert not torch.equal(icl.inputs.kwargs["prompt_masks"], zs.inputs.kwargs["prompt_masks"])
+    out = model.run(icl.inputs, readout=True)
+    assert out.shape == icl.targets.shape == (3, 3, H, W)
+    assert task.score(out, icl.targets).shape == (3,)
