@@ -204,28 +204,36 @@ def comparison_table(cmp: Any) -> Any:
     def fmt(v: Any) -> str:
         return "n/a" if v is None else f"{float(v):.3f}"
 
-    t = Table(title=f"{cmp.task}: {cmp.strategy}, budget {cmp.budget or 'default'} (held-out {cmp.metric})")
-    for col in ("run", "layers", "zero-shot", "ICL", "task vector", "of ICL", "sites", "mean depth", "passes"):
-        t.add_column(col, justify="left" if col == "run" else "right")
-    for r in cmp.runs:
+    def fmt2(v: Any) -> str:
+        return "n/a" if v is None else f"{float(v):.2f}"
+
+    from rich import box
+
+    t = Table(title=f"{cmp.task}: {cmp.strategy}, budget {cmp.budget or 'default'} (held-out {cmp.metric})", box=box.SIMPLE_HEAD)
+    width = max(len(label) for label in cmp.labels) + 3
+    t.add_column("run", no_wrap=True, min_width=width)
+    for col in ("L", "ZS", "ICL", "TV", "%ICL", "sites", "depth", "passes"):
+        t.add_column(col, justify="right")
+    for k, r in enumerate(cmp.runs, 1):
         s = r.scores
         frac = s.get("fraction_of_icl")
         layers = "+".join(str(v) for v in r.layers.values())
         depth = "-" if r.mean_depth is None else f"{r.mean_depth:.2f}"
         t.add_row(
-            r.label, layers, fmt(s.get("zero_shot")), fmt(s.get("icl")), fmt(s.get("task_vector")),
+            f"{k} {r.label}", layers, fmt2(s.get("zero_shot")), fmt2(s.get("icl")), fmt2(s.get("task_vector")),
             "-" if frac is None else f"{frac:.0%}", f"{r.n_sites}/{len(r.space)}", depth, str(r.forward_passes),
         )
+    t.caption = "L layers, ZS zero-shot, TV task vector, depth: mean relative depth of its sites"
     parts: list[Any] = [t]
     for title, matrix in (("site-set overlap (Jaccard)", cmp.jaccard), ("transfer: row's vector on column's model", cmp.transfer)):
         if len(cmp.runs) < 2:
             break
-        m = Table(title=title)
-        m.add_column("")
-        for label in cmp.labels:
-            m.add_column(label, justify="right")
-        for label, row in zip(cmp.labels, matrix, strict=True):
-            m.add_row(label, *[fmt(v) for v in row])
+        m = Table(title=title, box=box.SIMPLE_HEAD)
+        m.add_column("", no_wrap=True, min_width=width)
+        for k in range(1, len(cmp.runs) + 1):
+            m.add_column(str(k), justify="right")
+        for k, (label, row) in enumerate(zip(cmp.labels, matrix, strict=True), 1):
+            m.add_row(f"{k} {label}", *[fmt(v) for v in row])
         parts.append(m)
     return Group(*parts)
 
