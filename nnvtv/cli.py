@@ -49,6 +49,7 @@ def find(
     sparsity: Annotated[float | None, typer.Option(help="loss penalty per selected site")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="write the task vector, figures and results here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON on stdout")] = False,
+    remote: Annotated[bool, typer.Option("--remote", help="run on NDIF: --model is a hub id (needs NDIF_API_KEY)")] = False,
 ) -> None:
     """Find a task vector: search for the few sites whose ICL means make the model do the task zero-shot."""
     import nnvtv
@@ -68,12 +69,17 @@ def find(
                     best = f"best held-out {p.info['heldout']:.2f}, {p.info['n_sites']} sites"
                 bar.update(tasks[p.stage], completed=p.completed, total=p.total, best=best)
 
-            m = nnvtv.load(model)
+            m = nnvtv.wrap(model, remote=True) if remote else nnvtv.load(model)
             result = run_find(m, task, strategy=strategy, budget=budget, seed=seed, shots=shots, sites=sites, sparsity=sparsity, progress=on_progress)
     except NnvtvError as exc:
         _fail(exc)
         return
     data = result.as_dict()
+    if m.remote:
+        steps = len(result.history)
+        data["remote_requests"] = m.remote_requests
+        err.print(f"remote: {m.remote_requests} requests, {steps} search steps (one request per step, "
+                  "plus means, held-out scores and evaluation)")
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         result.task_vector.save(out_dir)

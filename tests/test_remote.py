@@ -133,3 +133,15 @@ def test_failed_requests_become_remote_errors(zoo):
         raise ConnectionError("connection refused")
     with pytest.raises(IndexError), errors_as_remote_error(Fake()):  # a bug stays a bug
         raise IndexError("index 99 is out of bounds")
+
+
+def test_cli_find_remote_without_key_says_what_to_set(monkeypatch):
+    from nnsight import CONFIG
+    from typer.testing import CliRunner
+
+    from nnvtv.cli import app
+
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    monkeypatch.setattr(CONFIG.API, "APIKEY", None)
+    res = CliRunner().invoke(app, ["find", "--model", "some-org/some-model", "--remote"])
+    assert res.exit_code == 2 and "NDIF_API_KEY" in res.output
