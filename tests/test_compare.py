@@ -118,3 +118,23 @@ def test_cli_compare_writes_json_and_figure(tmp_path):
     assert bad.exit_code == 2 and "unknown model 'nope'" in bad.output
     bad = runner.invoke(app, ["compare", "--seeds", "a,b"])
     assert bad.exit_code == 2 and "--seeds" in bad.output
+
+
+def test_compare_is_modality_agnostic(tmp_path):
+    """Two random tiny MAE-VQGANs on the canvas segmentation task: enc + dec stack on one depth axis."""
+    from nnvtv.adapters.mae_vqgan.adapter import MAE_VQGAN
+    from nnvtv.adapters.mae_vqgan.config import tiny
+    from nnvtv.adapters.mae_vqgan.model import MaeVqgan
+
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(nnvtv.wrap(MaeVqgan(tiny()).eval(), adapter=MAE_VQGAN, name=f"tiny-mae-{seed}"))
+    cmp = nnvtv.compare(models, "segmentation", strategy="ranking", budget=64, n_mean_prompts=8)
+    assert cmp.metric == "iou" and cmp.jaccard[0][1] is not None
+    run = cmp.runs[0]
+    assert run.layers == {"enc": 2, "dec": 2}
+    assert [(r["stream"], r["depth"]) for r in run.depth] == [("enc", 0.125), ("enc", 0.375), ("dec", 0.625), ("dec", 0.875)]
+    assert all(v is not None for row in cmp.transfer for v in row)  # same shapes: transfer applies
+    cmp.save(tmp_path)
+    assert Comparison.load(tmp_path).as_dict() == cmp.as_dict()
