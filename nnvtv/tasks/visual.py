@@ -7,8 +7,8 @@ indices; pair ``i`` is rendered deterministically from ``(seed, i)``.
 
 Pairs come from a :class:`PairSource`:
 
-* :class:`Procedural` — generated images (solid / stripes / checker / noise backgrounds with
-  disk, square and cross shapes). Each family has a *latent* that the example pair reveals
+* :class:`Procedural` — generated images (solid / stripes / checker / blob backgrounds with
+  disk, square and cross shapes, colours from the 10-colour set :data:`COLOURS`). Each family has a *latent* that the example pair reveals
   and the query alone does not, so that one-shot prompting matters:
 
   ===============  =========================================  ======================
@@ -121,20 +121,26 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- procedural images
 
 
-def _colour(rng: np.random.Generator) -> np.ndarray:
-    return rng.uniform(0.0, 1.0, 3)
+#: procedural images use this discrete colour set (small VQ codebooks can render it faithfully)
+COLOURS = np.array([
+    (0.95, 0.95, 0.95), (0.05, 0.05, 0.05), (0.9, 0.1, 0.1), (0.1, 0.8, 0.2), (0.1, 0.2, 0.9),
+    (0.95, 0.85, 0.1), (0.1, 0.8, 0.85), (0.8, 0.2, 0.8), (0.95, 0.5, 0.1), (0.5, 0.5, 0.5),
+])
 
 
-def _with_luma(rng: np.random.Generator, luma: float) -> np.ndarray:
-    c = rng.uniform(0, 1, 3)
-    for _ in range(8):
-        c = np.clip(c + (luma - float(c @ LUMA)), 0, 1)
-    return c
+def _colour(rng: np.random.Generator, avoid: Sequence[np.ndarray] = ()) -> np.ndarray:
+    ok = [c for c in COLOURS if not any(np.allclose(c, a) for a in avoid)]
+    return ok[int(rng.integers(len(ok)))]
 
 
 def random_palette(rng: np.random.Generator) -> np.ndarray:
-    """Three colours ``[3, 3]`` with well separated lumas (~0.25, ~0.5, ~0.75)."""
-    return np.stack([_with_luma(rng, lum + rng.uniform(-0.04, 0.04)) for lum in (0.25, 0.5, 0.75)])
+    """Three colours ``[3, 3]`` of :data:`COLOURS` with lumas at least 0.12 apart, darkest first."""
+    lumas = COLOURS @ LUMA
+    while True:
+        idx = rng.choice(len(COLOURS), size=3, replace=False)
+        lum = np.sort(lumas[idx])
+        if np.all(np.diff(lum) >= 0.12):
+            return COLOURS[idx[np.argsort(lumas[idx])]]
 
 
 def _coords(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +150,11 @@ def _coords(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _background(rng: np.random.Generator, n: int, colours: np.ndarray | None = None) -> np.ndarray:
     """``[n, n, 3]``: solid, stripes, checker or smooth noise, in two colours."""
-    c1, c2 = (colours[rng.permutation(len(colours))[:2]] if colours is not None else (_colour(rng), _colour(rng)))
+    if colours is not None:
+        c1, c2 = colours[rng.permutation(len(colours))[:2]]
+    else:
+        c1 = _colour(rng)
+        c2 = _colour(rng, avoid=[c1])
     y, x = _coords(n)
     kind = rng.integers(4)
     if kind == 0:
@@ -164,8 +174,7 @@ def _background(rng: np.random.Generator, n: int, colours: np.ndarray | None = N
         fy, fx = idx - i0, jdx - j0
         w = (coarse[i0, j0] * (1 - fy) * (1 - fx) + coarse[i0 + 1, j0] * fy * (1 - fx)
              + coarse[i0, j0 + 1] * (1 - fy) * fx + coarse[i0 + 1, j0 + 1] * fy * fx)
-        if colours is not None:
-            w = (w > 0.5).astype(np.float64)
+        w = (w > 0.5).astype(np.float64)
     return c1[None, None] * (1 - w[..., None]) + c2[None, None] * w[..., None]
 
 
@@ -200,13 +209,14 @@ def _shapes_image(
     rng: np.random.Generator, n: int, classes: Sequence[str], colours: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     img = _background(rng, n, colours)
+    bg = [img[0, 0], img[-1, -1]]
     masks: list[np.ndarray] = []
     taken: list[tuple[float, float, float]] = []
     for k in classes:
         cy, cx, r = _place(rng, n, taken)
         taken.append((cy, cx, r))
         m = _shape_mask(k, n, cy, cx, r)
-        col = colours[rng.integers(len(colours))] if colours is not None else _colour(rng)
+        col = colours[rng.integers(len(colours))] if colours is not None else _colour(rng, avoid=bg)
         img[m] = col
         masks = [mm & ~m for mm in masks] + [m]
     return img, masks
