@@ -11,7 +11,7 @@ means of 32 clean 5-shot prompts of the train split, swept over all 30 layers); 
 vector (Todd et al.; heads ranked by the causal indirect effect averaged over every benchmark
 task, 8 shuffled-label prompts each; top-k head means through o_proj, summed, added at layer
 n_layers // 3 = 10); a searched head-level task vector (``nnvtv.find``, greedy, over the
-``--search-heads`` heads with the largest average CIE, at ``--search-budget`` forward
+``--search-heads`` (24) heads with the largest average CIE, at ``--search-budget`` (128) forward
 passes). Then every strategy on the first task at that budget. Writes smollm2.md / .json and
 figures smollm2_layers.png (layer sweeps) and smollm2_cie.png (average CIE heatmap); the
 results are rewritten after every task, so a partial run still leaves a table.
@@ -89,7 +89,7 @@ def write(out: Path, data: dict) -> None:
         "",
         f"Best method >= 70% of 5-shot ICL on {len(reached)} of {len(rows)} tasks: {', '.join(reached) or 'none'}.",
         "",
-        "Shuffled-label ICL with / without the function vector added at L10: "
+        "Shuffled-label 5-shot ICL without -> with the function vector added at L10: "
         + "; ".join(f"{r['task']} {r['shuffled']:.2f} -> {r['shuffled_fv']:.2f}" for r in rows),
         "",
         f"Function-vector heads (top {data['k']} by CIE averaged over the tasks): {', '.join(data.get('fv_heads', []))}",
@@ -115,8 +115,8 @@ def main() -> None:
     ap.add_argument("--mean-prompts", type=int, default=32)
     ap.add_argument("--cie-prompts", type=int, default=8)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--search-heads", type=int, default=16)
-    ap.add_argument("--search-budget", type=int, default=64)
+    ap.add_argument("--search-heads", type=int, default=24)
+    ap.add_argument("--search-budget", type=int, default=128)
     ap.add_argument("--strategies", default="reinforce,greedy,cmaes,ranking")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
