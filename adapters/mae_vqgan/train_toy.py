@@ -236,14 +236,15 @@ def train_visual(
     *,
     seed: int = 0,
     n_episodes: int = 8000,
-    vq_steps: int = 300,
+    vq_steps: int = 600,
     vq_batch: int = 32,
-    mae_steps: int = 1800,
+    mae_steps: int = 2800,
     batch: int = 48,
     zs_batch: int = 16,
     tvp_batch: int = 32,
     tvp_from: float = 0.5,
     tvp_layer: int = 1,
+    lr: float = 1.5e-3,
     threads: int = 1,
 ) -> dict[str, Any]:
     """Train both phases, evaluate, and write ``model.safetensors``, ``config.json``,
@@ -268,7 +269,7 @@ def train_visual(
     for p in model.vae.parameters():
         p.requires_grad_(False)
     model.train()
-    timing["mae"] = train_mae(model, canv, codes, geometry, steps=mae_steps, batch=batch, zs_batch=zs_batch, lr=1.5e-3, gen=gen, log=log,
+    timing["mae"] = train_mae(model, canv, codes, geometry, steps=mae_steps, batch=batch, zs_batch=zs_batch, lr=lr, gen=gen, log=log,
                                tvp_batch=tvp_batch, tvp_from=tvp_from, tvp_layer=tvp_layer)
     model.eval()
     timing["total_training"] = {"seconds": round(time.perf_counter() - t_all, 1), "cpu_seconds": round(time.process_time() - c_all, 1)}
@@ -285,7 +286,7 @@ def train_visual(
         "codes_used": used,
         "hparams": {"seed": seed, "n_episodes": n_episodes, "vq_steps": vq_steps, "vq_batch": vq_batch, "mae_steps": mae_steps,
                     "batch": batch, "zs_batch": zs_batch, "tvp_batch": tvp_batch, "tvp_from": tvp_from,
-                    "tvp_layer": tvp_layer, "threads": threads},
+                    "tvp_layer": tvp_layer, "lr": lr, "threads": threads},
         "timing": timing,
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "train_visual()",
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
@@ -373,13 +374,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--episodes", type=int, default=8000)
-    p.add_argument("--vq-steps", type=int, default=300)
-    p.add_argument("--mae-steps", type=int, default=1800)
+    p.add_argument("--vq-steps", type=int, default=600)
+    p.add_argument("--mae-steps", type=int, default=2800)
     p.add_argument("--tvp-batch", type=int, default=32, help="0 disables the task-vector-prompting loss")
+    p.add_argument("--lr", type=float, default=1.5e-3, help="MAE peak learning rate")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     train_visual(a.out, seed=a.seed, n_episodes=a.episodes, vq_steps=a.vq_steps, mae_steps=a.mae_steps,
-                 tvp_batch=a.tvp_batch, threads=a.threads)
+                 tvp_batch=a.tvp_batch, lr=a.lr, threads=a.threads)
     return 0
 
 
