@@ -90,8 +90,8 @@ def test_search_finds_a_task_vector_closing_most_of_the_gap(toy, task):
 
 @pytest.mark.slow
 def test_cli_find_writes_the_image_grid(tmp_path):
-    res = runner.invoke(app, ["find", "--model", "toy-visual", "--task", "segmentation", "--strategy", "greedy",
-                              "--budget", "64", "--out", str(tmp_path)])
+    res = runner.invoke(app, ["find", "--model", "toy-visual", "--task", "segmentation", "--strategy", "reinforce",
+                              "--budget", "128", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     for f in ("examples.png", "sites.png", "history.png", "results.json", "task_vector.safetensors"):
         assert (tmp_path / f).exists(), f
