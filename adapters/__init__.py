@@ -4,7 +4,5 @@ Importing this package registers every built-in table with :mod:`nnvtv.adapter` 
 shipped model with :mod:`nnvtv.catalog`.
 """
 
-from nnvtv.adapters import hf_causal_lm, hf_seggpt, hf_vit  # noqa: F401
+from nnvtv.adapters import hf_causal_lm, hf_seggpt, hf_vit, mae_vqgan, smollm2  # noqa: F401
 from nnvtv.adapters.toy import catalog  # noqa: F401
-from nnvtv.adapters import smollm2  # noqa: F401,E402
-from nnvtv.adapters import mae_vqgan  # noqa: F401,E402
