@@ -17,7 +17,7 @@ NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 
 def test_there_are_tutorials():
     names = [p.name for p in NOTEBOOKS]
-    for expected in ("01_quickstart.ipynb", "03_bring_your_own_model.ipynb", "04_remote.ipynb"):
+    for expected in ("01_quickstart.ipynb", "02_visual.ipynb", "03_bring_your_own_model.ipynb", "04_remote.ipynb"):
         assert expected in names
 
 
