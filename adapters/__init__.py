@@ -6,3 +6,4 @@ shipped model with :mod:`nnvtv.catalog`.
 
 from nnvtv.adapters import hf_causal_lm, hf_seggpt, hf_vit, mae_vqgan, smollm2  # noqa: F401
 from nnvtv.adapters.toy import catalog  # noqa: F401
+from nnvtv.adapters.toy import seggpt as _toy_seggpt  # noqa: F401
