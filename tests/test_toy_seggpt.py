@@ -53,3 +53,25 @@ def test_trainer_writes_a_loadable_model(tmp_path):
     assert set(r["metrics"]) == {"disk", "square", "cross"}
     m = toy.load_toy_seggpt(weights_dir=tmp_path)
     assert m.adapter.name == "seggpt"
+
+
+def test_compare_runs_on_both_visual_toys(tmp_path):
+    """`nnvtv compare --models toy-visual,toy-seggpt --task segmentation` end to end, small budget."""
+    from typer.testing import CliRunner
+
+    from nnvtv.cli import app
+
+    res = CliRunner().invoke(
+        app,
+        ["compare", "--models", "toy-visual,toy-seggpt", "--task", "segmentation", "--strategy", "reinforce",
+         "--budget", "64", "--out", str(tmp_path), "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "compare.json").read_text())
+    runs = {r["model"]: r for r in data["runs"]}
+    assert set(runs) == {"toy-visual", "toy-seggpt"}
+    assert len(runs["toy-seggpt"]["space"]) == 5 * 8 * 4
+    for r in runs.values():
+        assert r["forward_passes"] <= 64
+        assert all(0 < row["depth"] < 1 for row in r["depth"])
+    assert (tmp_path / "compare.png").stat().st_size > 0
