@@ -42,29 +42,15 @@ import torch
 import torch.nn.functional as F
 
 from nnvtv.adapter import AdapterSpec, ModelIO, StreamSpec, register_adapter
+from nnvtv.canvas import denormalize, normalize
 from nnvtv.errors import ConfigError, EmptyDataError, ShapeMismatchError
 from nnvtv.inputs import ModelInputs
 
 __all__ = ["SEGGPT", "SegGptIO", "seggpt_geometry"]
 
 GROUPS = ("prompt_image", "prompt_mask", "query_image", "query_pred")
-#: SegGptImageProcessor normalises images and masks with the ImageNet statistics
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """``[..., 3, H, W]`` pixels in ``[0, 1]`` -> ImageNet-normalised."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device)[:, None, None]
-    return (x - mean) / std
-
-
-def denormalize(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`normalize`."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device)[:, None, None]
-    return x * std + mean
+#: SegGptImageProcessor normalises images and masks with the ImageNet statistics, as the
+#: canvas does (nnvtv.canvas.normalize / denormalize).
 
 
 def _pair(v: Any) -> tuple[int, int]:

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from nnvtv.canvas import normalize
 from nnvtv.tasks.visual import SHAPES, Procedural, VisualTask, render_pair
 
-from ..hf_seggpt import normalize
 from .seggpt import NAME, TOY_SEGGPT_CONFIG, build_model
 
 __all__ = ["make_episodes", "train_seggpt", "evaluate_toy_seggpt", "write_model_card", "main"]
