@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,21 @@ import nnvtv
 from nnvtv.canvas import OFFICIAL, CanvasGeometry, CanvasPrompts
 from nnvtv.errors import CheckpointError, ShapeMismatchError
 
-MANIFEST = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "mae_vqgan_checkpoint_manifest.tsv"
+
+def _find_manifest() -> Path:
+    """``$NNVTV_REFERENCE_DIR``, else ``shared/reference`` beside the repo or any folder above it."""
+    name = "mae_vqgan_checkpoint_manifest.tsv"
+    if os.environ.get("NNVTV_REFERENCE_DIR"):
+        return Path(os.environ["NNVTV_REFERENCE_DIR"]) / name
+    repo = Path(__file__).resolve().parents[1]
+    for up in [repo, *repo.parents]:
+        candidate = up / "shared" / "reference" / name
+        if candidate.exists():
+            return candidate
+    return repo.parent / "shared" / "reference" / name
+
+
+MANIFEST = _find_manifest()
 GEOM = CanvasGeometry(16, 4)  # tiny(): 16 px canvas, 4 x 4 patches, 7-px cells
 
 
