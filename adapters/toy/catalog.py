@@ -11,13 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from nnvtv.catalog import ModelEntry, register_model
-from nnvtv.errors import CheckpointError
 from nnvtv.model import Model, wrap
 from nnvtv.tasks import WordPairTask, register
 
 from . import text_data
+from .shipped import WEIGHTS_DIR, weights_folder  # noqa: F401  (WEIGHTS_DIR re-exported)
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 TOY_TEXT_MODELS = ("toy-text", "toy-text-natural")
 PROMPT_FORMAT = {
     "demo": text_data.DEMO_TEMPLATE,
@@ -30,12 +29,7 @@ def load_toy_text(name: str = "toy-text", weights_dir: Path | None = None) -> Mo
     """Load a shipped toy text model (safetensors + config) and wrap it."""
     from transformers import GPT2LMHeadModel
 
-    d = (weights_dir or WEIGHTS_DIR) / name
-    if not (d / "model.safetensors").exists() or not (d / "config.json").exists():
-        raise CheckpointError(
-            f"weights for {name!r} are missing from {d}; reinstall nnvtv or rebuild them with "
-            "`nnvtv train-toy text`"
-        )
+    d = weights_folder(name, weights_dir, retrain="nnvtv train-toy text")
     module = GPT2LMHeadModel.from_pretrained(d, local_files_only=True)
     return wrap(module, text_data.build_tokenizer(), name=name, meta={"prompt_format": PROMPT_FORMAT})
 

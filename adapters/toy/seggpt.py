@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from nnvtv.catalog import ModelEntry, register_model
-from nnvtv.errors import CheckpointError
 from nnvtv.model import Model, wrap
+
+from .shipped import WEIGHTS_DIR, weights_folder
 
 __all__ = ["TOY_SEGGPT_CONFIG", "build_model", "load_toy_seggpt", "WEIGHTS_DIR"]
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 NAME = "toy-seggpt"
 
 TOY_SEGGPT_CONFIG: dict[str, Any] = dict(
@@ -50,12 +50,7 @@ def load_toy_seggpt(weights_dir: Path | None = None) -> Model:
     """Load the shipped ``toy-seggpt`` (safetensors + config.json) and wrap it."""
     from transformers import SegGptForImageSegmentation
 
-    d = (weights_dir or WEIGHTS_DIR) / NAME
-    if not (d / "model.safetensors").exists() or not (d / "config.json").exists():
-        raise CheckpointError(
-            f"weights for {NAME!r} are missing from {d}; reinstall nnvtv or rebuild them with "
-            "`nnvtv train-toy seggpt`"
-        )
+    d = weights_folder(NAME, weights_dir, retrain="nnvtv train-toy seggpt")
     module = SegGptForImageSegmentation.from_pretrained(d, local_files_only=True)
     return wrap(module, name=NAME)
 
