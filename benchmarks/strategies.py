@@ -30,6 +30,13 @@ import nnvtv  # noqa: E402
 STRATEGIES = ("reinforce", "greedy", "cmaes", "ranking")
 
 
+def _score(run: dict) -> float:
+    """Task vector as a fraction of ICL (accuracy), or the share of the zero-shot -> ICL gap it
+    closes (error metrics such as MSE, where a ratio to ICL means nothing)."""
+    key = "fraction_of_icl" if run.get("metric", "accuracy") == "accuracy" else "gap_closed"
+    return run[key] or 0.0
+
+
 def jaccard(a: set, b: set) -> float:
     return 1.0 if not a and not b else len(a & b) / len(a | b)
 
@@ -61,6 +68,8 @@ def main() -> None:
             "zero_shot": r.scores.zero_shot,
             "task_vector": r.scores.task_vector,
             "fraction_of_icl": r.scores.fraction_of_icl,
+            "gap_closed": r.scores.gap_closed,
+            "metric": r.scores.metric,
             "n_sites": r.n_sites,
             "total_sites": len(r.space),
             "sites": [str(s) for s in r.task_vector.sites],
@@ -71,19 +80,24 @@ def main() -> None:
         runs.append(row)
         print(f"{strategy:9s} budget {budget:5d} seed {seed}: TV {row['task_vector']:.2f} / ICL {row['icl']:.2f}, {row['n_sites']} sites, {row['forward_passes']} passes, {row['search_s']:.1f}s", flush=True)
 
+    label = "TV / ICL" if runs[0].get("metric", "accuracy") == "accuracy" else "gap closed (TV vs zero-shot -> ICL)"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "strategies.json").write_text(json.dumps(runs, indent=1))
     lines = [
-        f"Command: `python benchmarks/strategies.py --model {args.model} --budgets {args.budgets} --seeds {args.seeds}`  ",
-        f"Model `{args.model}`, task `{runs[0]['task']}`, {runs[0]['total_sites']} head sites (last token); "
-        f"held-out ICL {runs[0]['icl']:.2f}, zero-shot {runs[0]['zero_shot']:.2f}. Mean over seeds {seeds} (min-max of TV/ICL in brackets).",
+        f"Command: `python benchmarks/strategies.py --model {args.model}"
+        + (f" --task {args.task}" if args.task else "")
+        + f" --budgets {args.budgets} --seeds {args.seeds}"
+        + ("" if args.out == Path(__file__).parent / "results" else f" --out {args.out}")
+        + "`  ",
+        f"Model `{args.model}`, task `{runs[0]['task']}`, {runs[0]['total_sites']} head sites; "
+        f"held-out ICL {runs[0]['icl']:.3f}, zero-shot {runs[0]['zero_shot']:.3f} ({runs[0].get('metric', 'accuracy')}). Mean over seeds {seeds} (min-max in brackets).",
         "",
-        "| strategy | budget | TV / ICL | sites | passes used | search time (s) |",
+        f"| strategy | budget | {label} | sites | passes used | search time (s) |",
         "|---|---|---|---|---|---|",
     ]
     for strategy, budget in itertools.product(STRATEGIES, budgets):
         cell = [r for r in runs if r["strategy"] == strategy and r["budget"] == budget]
-        fr = [r["fraction_of_icl"] or 0.0 for r in cell]
+        fr = [_score(r) for r in cell]
         lines.append(
             f"| {strategy} | {budget} | {statistics.mean(fr):.2f} [{min(fr):.2f}-{max(fr):.2f}] "
             f"| {statistics.mean(r['n_sites'] for r in cell):.1f} | {statistics.mean(r['forward_passes'] for r in cell):.0f} "
@@ -91,19 +105,21 @@ def main() -> None:
         )
     top = [r for r in runs if r["budget"] == max(budgets)]
     lines += ["", f"Agreement of site sets at budget {max(budgets)}:", "", "| strategy | Jaccard between seeds | Jaccard with other strategies | share of sites per layer |", "|---|---|---|---|"]
-    n_layers = model.n_layers
+    # every (stream, layer) in forward order, labelled L3 (one stream) or enc.L3 / dec.L1
+    layers = [(name, i) for name, info in model.streams.items() for i in range(info.n_layers)]
     for strategy in STRATEGIES:
         mine = [set(r["sites"]) for r in top if r["strategy"] == strategy]
         others = [set(r["sites"]) for r in top if r["strategy"] != strategy]
         within = [jaccard(a, b) for a, b in itertools.combinations(mine, 2)]
         across = [jaccard(a, b) for a in mine for b in others]
-        per_layer = [0] * n_layers
+        per_layer = [0] * len(layers)
         for s in itertools.chain.from_iterable(mine):
-            per_layer[nnvtv.Site.parse(s).layer] += 1
+            site = nnvtv.Site.parse(s)
+            per_layer[layers.index((site.stream, site.layer))] += 1
         total = max(1, sum(per_layer))
         lines.append(
             f"| {strategy} | {statistics.mean(within) if within else float('nan'):.2f} | {statistics.mean(across):.2f} "
-            f"| {' / '.join(f'L{i} {c / total:.0%}' for i, c in enumerate(per_layer))} |"
+            f"| {' / '.join(f'{name + chr(46) if name else str()}L{i} {c / total:.0%}' for (name, i), c in zip(layers, per_layer, strict=True))} |"
         )
     (args.out / "strategies.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -113,16 +129,16 @@ def main() -> None:
         xs, ys, lo, hi = [], [], [], []
         for budget in budgets:
             cell = [r for r in runs if r["strategy"] == strategy and r["budget"] == budget]
-            fr = [r["fraction_of_icl"] or 0.0 for r in cell]
+            fr = [_score(r) for r in cell]
             xs.append(statistics.mean(r["forward_passes"] for r in cell))
             ys.append(statistics.mean(fr))
             lo.append(ys[-1] - min(fr))
             hi.append(max(fr) - ys[-1])
         ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o-", color=f"C{i}", capsize=3, label=strategy, alpha=0.85)
-    ax.axhline(0.85, color="0.5", ls="--", lw=0.8, label="85% of ICL")
+    ax.axhline(0.85, color="0.5", ls="--", lw=0.8, label="0.85")
     ax.set_xscale("log")
     ax.set_xlabel("forward passes used (candidate site sets evaluated; budgets " + args.budgets + ")")
-    ax.set_ylabel("held-out task-vector accuracy / ICL")
+    ax.set_ylabel(f"held-out {label}")
     ax.set_title(f"{args.model} / {runs[0]['task']}: search strategies ({len(seeds)} seeds)", fontsize=10)
     ax.legend(fontsize=8)
     fig.savefig(args.out / "strategies.png", dpi=110, bbox_inches="tight")
