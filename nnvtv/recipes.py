@@ -14,15 +14,13 @@ Everything runs through :func:`nnvtv.run_masks` / :class:`nnvtv.Patch` (no hooks
 small dataclasses that save to ``<dir>/<kind>.json`` + ``<dir>/<kind>.safetensors``.
 
 CIE cost: a head patched at the last token changes nothing at earlier positions (causal
-attention), so when the model's forward takes ``past_key_values`` (Hugging Face causal LMs)
-the prompt prefix runs once and every candidate head set only re-runs the last token against
-a copy of that cache (``fast=True``, exact up to float rounding; tested against the full run).
+attention), so :func:`run_masks` runs the prompt prefix once and every candidate head set only
+re-runs the last token against a copy of its key/value cache (``fast=True`` = ``share_prefix``;
+exact up to float rounding; tested against the full run).
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
 import json
 import math
 import time
@@ -272,55 +270,6 @@ def layer_sweep(
 # ----------------------------------------------------------------------------- b. function vectors
 
 
-def _left_aligned(inputs: ModelInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Roll every row so its last real token sits in the last column (left padding).
-
-    Returns ``input_ids``, ``attention_mask``, ``position_ids``, each ``[batch, seq]``.
-    """
-    ids, mask = inputs.kwargs["input_ids"], inputs.kwargs["attention_mask"]
-    seq = ids.shape[1]
-    shift = seq - 1 - inputs.group_positions("", GROUP)[:, 0]
-    idx = (torch.arange(seq)[None, :] - shift[:, None]) % seq
-    ids, mask = ids.gather(1, idx), mask.gather(1, idx)
-    return ids, mask, (mask.cumsum(1) - 1).clamp(min=0)
-
-
-def _supports_cache(model: Model) -> bool:
-    params = inspect.signature(type(model.module).forward).parameters
-    return "past_key_values" in params and "position_ids" in params
-
-
-def _cached_run_masks(
-    model: Model, inputs: ModelInputs, means: Means, space: SiteSpace, masks: torch.Tensor, max_rows: int
-) -> torch.Tensor:
-    """:func:`run_masks` for last-token patches: the prefix runs once, each chunk only the last token.
-
-    Returns ``[B, N, vocab]`` like :func:`run_masks`.
-    """
-    ids, mask, pos = _left_aligned(inputs)
-    n = ids.shape[0]
-    with torch.no_grad():
-        cache = model.module(
-            input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True
-        ).past_key_values
-    per_chunk = max(1, max_rows // n)
-    outs = []
-    for start in range(0, masks.shape[0], per_chunk):
-        chunk = masks[start : start + per_chunk]
-        k = chunk.shape[0]
-        tiled = copy.deepcopy(cache)
-        tiled.reorder_cache(torch.arange(n).repeat(k))  # row j*n + r = prompt r, like ModelInputs.repeat
-        last = ModelInputs(
-            kwargs={
-                "input_ids": ids[:, -1:], "attention_mask": mask, "position_ids": pos[:, -1:],
-                "past_key_values": tiled,  # already k*n rows: ModelInputs.repeat tiles tensors only
-            },
-            positions={"": {GROUP: torch.zeros(n, 1, dtype=torch.long)}},
-        )
-        outs.append(run_masks(model, last, means, space, chunk, mode="replace", max_rows=k * n))
-    return torch.cat(outs)
-
-
 def causal_indirect_effects(
     model: Model,
     task: Task | str,
@@ -341,7 +290,8 @@ def causal_indirect_effects(
 
     Args:
         means: clean ICL means covering every head site at group ``last``.
-        fast: reuse a KV cache of the prompt prefix when the model supports it (exact).
+        fast: let :func:`run_masks` share the prompt prefix (``share_prefix``): the prefix runs
+            once with a key/value cache, each candidate re-runs only the last token (exact).
 
     Returns:
         ``FloatTensor [n_layers, n_heads]``.
@@ -357,10 +307,7 @@ def causal_indirect_effects(
     queries = _cycle(split.train, _positive("n_prompts", n_prompts))
     batch = task.icl(model, queries, split.train, shots=shots, seed=seed + 7, shuffle_labels=True)
     masks = torch.cat([torch.zeros(1, len(space), dtype=torch.bool), torch.eye(len(space), dtype=torch.bool)])
-    if fast and _supports_cache(model) and batch.inputs.kwargs["input_ids"].shape[1] > 1:
-        out = _cached_run_masks(model, batch.inputs, means, space, masks, max_rows)
-    else:
-        out = run_masks(model, batch.inputs, means, space, masks, max_rows=max(max_rows, len(batch)))
+    out = run_masks(model, batch.inputs, means, space, masks, max_rows=max(max_rows, len(batch)), share_prefix=fast)
     prob = torch.softmax(out.float(), -1).gather(-1, batch.targets.expand(out.shape[:-1]).unsqueeze(-1))[..., 0]
     cie = (prob[1:] - prob[:1]).mean(-1)  # [n_sites]
     return cie.reshape(model.n_layers, model.n_heads)
