@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import nnvtv  # noqa: E402
+from nnvtv.compare import jaccard  # noqa: E402
 
 STRATEGIES = ("reinforce", "greedy", "cmaes", "ranking")
 
@@ -35,10 +36,6 @@ def _score(run: dict) -> float:
     closes (error metrics such as MSE, where a ratio to ICL means nothing)."""
     key = "fraction_of_icl" if run.get("metric", "accuracy") == "accuracy" else "gap_closed"
     return run[key] or 0.0
-
-
-def jaccard(a: set, b: set) -> float:
-    return 1.0 if not a and not b else len(a & b) / len(a | b)
 
 
 def main() -> None:
