@@ -63,6 +63,7 @@ class TextIO(ModelIO):
         super().__init__(module, tokenizer)
         self.max_length = max_length
         self.share_prefix = share_prefix
+        self._forward_params = frozenset(inspect.signature(type(module).forward).parameters)
         if tokenizer is not None and getattr(tokenizer, "pad_token", "x") is None:
             # GPT-2-style tokenizers have no pad token; any id works since pads are masked
             # and never read (the `last` group points at real tokens).
@@ -104,7 +105,7 @@ class TextIO(ModelIO):
             raise EmptyDataError(f"empty batch of token ids: shape {tuple(ids.shape)}")
         last = last_token_index(mask)[:, None]
         kwargs = {"input_ids": ids.long(), "attention_mask": mask.long()}
-        if "position_ids" in inspect.signature(type(self.module).forward).parameters:
+        if "position_ids" in self._forward_params:
             # Positions count real tokens only, so a left-padded prompt sees the same position
             # embeddings as alone (GPT-2 and others otherwise number pads too).
             kwargs["position_ids"] = (mask.long().cumsum(1) - 1).clamp(min=0)
@@ -141,7 +142,7 @@ class TextIO(ModelIO):
             prefix_kw["position_ids"] = pos[:, :-1]
         prefix = ModelInputs(kwargs=prefix_kw, positions={"": {}})
         # transformers >= 5.2x names the key/value cache `cache`; earlier, `past_key_values`
-        cache_arg = "cache" if "cache" in inspect.signature(type(self.module).forward).parameters else "past_key_values"
+        cache_arg = "cache" if "cache" in self._forward_params else "past_key_values"
 
         def step(prefix_output: Any, rows: torch.Tensor) -> ModelInputs:
             cache = copy.deepcopy(_cache_of(prefix_output))
