@@ -21,6 +21,7 @@ from nnvtv.canvas import (
 from nnvtv.errors import ConfigError, EmptyDataError, ShapeMismatchError
 from nnvtv.tasks import get as get_task
 from nnvtv.tasks.visual import (
+    PALETTES,
     FolderImages,
     FolderSegmentation,
     Procedural,
@@ -142,6 +143,16 @@ def test_render_pair_is_deterministic_and_well_formed():
     assert torch.allclose(g[0], (c * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0), atol=1e-6)
     with pytest.raises(ConfigError, match="latent"):
         Procedural("low-light", "sideways")
+
+
+def test_colorization_palettes_share_lumas_so_only_the_example_reveals_the_palette():
+    g0, c0 = render_pair("colorization", 0, 5, 15)
+    for k in range(1, len(PALETTES)):
+        g, c = render_pair("colorization", k, 5, 15)
+        assert (g - g0).abs().max() < 0.02  # the same grey query for every palette ...
+        assert (c - c0).abs().max() > 0.3  # ... with different colours
+    with pytest.raises(ConfigError, match="palette index"):
+        render_pair("colorization", len(PALETTES), 5, 15)
 
 
 def test_named_tasks_registered():

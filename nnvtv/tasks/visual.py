@@ -8,17 +8,19 @@ indices; pair ``i`` is rendered deterministically from ``(seed, i)``.
 Pairs come from a :class:`PairSource`:
 
 * :class:`Procedural` — generated images (solid / stripes / checker / blob backgrounds with
-  disk, square and cross shapes, colours from the 10-colour set :data:`COLOURS`). Each family has a *latent* that the example pair reveals
-  and the query alone does not, so that one-shot prompting matters:
+  disk, square and cross shapes, colours from the 10-colour set :data:`COLOURS`; in
+  segmentation each shape class has its own colour, :data:`SHAPE_COLOURS`). Each family has a
+  *latent* that the example pair reveals and the query alone does not, so that one-shot
+  prompting matters:
 
-  ===============  =========================================  ======================
+  ===============  =========================================  ============================
   family           input -> output                            latent (named task)
-  ===============  =========================================  ======================
-  segmentation     image -> white mask of one shape class      class (``disk``)
+  ===============  =========================================  ============================
+  segmentation     image -> white mask of one shape class      class (``disk``) of 3
   low-light        image * 0.5 -> ...                          ``restore`` | keep | invert
   inpainting       image with a black square -> ...            ``restore`` | fill-<colour>
-  colorization     grayscale (luma) -> colour                  palette (``0``: fixed)
-  ===============  =========================================  ======================
+  colorization     grayscale (luma) -> colour                  palette ``0`` of 4 iso-luma
+  ===============  =========================================  ============================
 
 * :class:`FolderSegmentation` — a user folder in the Pascal-5i style (``images/*.jpg`` and
   ``masks/*.png`` with the same stems).
@@ -55,7 +57,9 @@ __all__ = [
     "FAMILIES",
     "LATENTS",
     "SHAPES",
+    "SHAPE_COLOURS",
     "PALETTE_0",
+    "PALETTES",
     "PairSource",
     "Procedural",
     "FolderSegmentation",
@@ -78,10 +82,18 @@ LATENTS: dict[str, tuple[Any, ...]] = {
     "segmentation": SHAPES,
     "low-light": ("restore", "keep", "invert"),
     "inpainting": ("restore", *(f"fill-{c}" for c in FILL_COLOURS)),
-    "colorization": (0, "random"),
+    "colorization": (0, 1, 2, 3, "random"),
 }
-#: the fixed colorization palette of the named task: three colours with lumas ~0.25 / 0.47 / 0.74
-PALETTE_0 = ((0.1, 0.2, 0.9), (0.9, 0.3, 0.2), (0.6, 0.9, 0.3))
+#: the colorization palettes: three colours each, darkest first, with the *same* lumas
+#: (~0.25 / 0.47 / 0.74) in every palette, so the grey query says nothing about its palette
+#: and only the example pair does. The named task uses palette 0.
+PALETTES = (
+    ((0.1, 0.2, 0.9), (0.9, 0.3, 0.2), (0.6, 0.9, 0.3)),  # blue, vermilion, lime
+    ((0.6, 0.1, 0.1), (0.25, 0.62, 0.3), (0.45, 0.85, 0.95)),  # maroon, green, light cyan
+    ((0.1, 0.36, 0.1), (0.8, 0.25, 0.7), (0.95, 0.75, 0.2)),  # dark green, magenta, yellow
+    ((0.45, 0.1, 0.55), (0.25, 0.5, 0.95), (0.95, 0.63, 0.75)),  # purple, sky blue, pink
+)
+PALETTE_0 = PALETTES[0]
 LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -127,6 +139,10 @@ COLOURS = np.array([
     (0.95, 0.85, 0.1), (0.1, 0.8, 0.85), (0.8, 0.2, 0.8), (0.95, 0.5, 0.1), (0.5, 0.5, 0.5),
 ])
 
+#: in segmentation every shape class has its own colour (as real classes have a typical look), so
+#: a model can find the class the example marks by its colour or its shape; backgrounds avoid them
+SHAPE_COLOURS = {"disk": COLOURS[2], "square": COLOURS[4], "cross": COLOURS[5]}  # red, blue, yellow
+
 
 def _colour(rng: np.random.Generator, avoid: Sequence[np.ndarray] = ()) -> np.ndarray:
     ok = [c for c in COLOURS if not any(np.allclose(c, a) for a in avoid)]
@@ -148,25 +164,27 @@ def _coords(n: int) -> tuple[np.ndarray, np.ndarray]:
     return y, x
 
 
-def _background(rng: np.random.Generator, n: int, colours: np.ndarray | None = None) -> np.ndarray:
-    """``[n, n, 3]``: solid, stripes, checker or smooth noise, in two colours."""
+def _background(
+    rng: np.random.Generator, n: int, colours: np.ndarray | None = None, avoid: Sequence[np.ndarray] = ()
+) -> np.ndarray:
+    """``[n, n, 3]``: solid, stripes, checker or smooth noise, in two colours (not in ``avoid``)."""
     if colours is not None:
         c1, c2 = colours[rng.permutation(len(colours))[:2]]
     else:
-        c1 = _colour(rng)
-        c2 = _colour(rng, avoid=[c1])
+        c1 = _colour(rng, avoid=avoid)
+        c2 = _colour(rng, avoid=[*avoid, c1])
     y, x = _coords(n)
     kind = rng.integers(4)
     if kind == 0:
         w = np.zeros((n, n))
     elif kind == 1:
-        th, period = rng.uniform(0, np.pi), rng.uniform(max(3.0, n / 6), max(4.0, n / 2.5))
+        th, period = rng.uniform(0, np.pi), rng.uniform(max(5.0, n / 3), max(7.0, n / 1.5))
         w = (np.sin(2 * np.pi * (x * np.cos(th) + y * np.sin(th)) / period) > 0).astype(np.float64)
     elif kind == 2:
-        s = rng.integers(max(2, n // 6), max(3, n // 3) + 1)
+        s = rng.integers(max(3, n // 4), max(4, n // 2) + 1)
         w = ((np.floor(y / s) + np.floor(x / s)) % 2).astype(np.float64)
     else:
-        k = 4
+        k = 3
         coarse = rng.uniform(0, 1, (k, k))
         idx = np.minimum((y / n * (k - 1)), k - 1.001)
         jdx = np.minimum((x / n * (k - 1)), k - 1.001)
@@ -190,11 +208,14 @@ def _shape_mask(kind: str, n: int, cy: float, cx: float, r: float) -> np.ndarray
     raise ConfigError(f"unknown shape {kind!r}; one of {SHAPES}")
 
 
-def _place(rng: np.random.Generator, n: int, taken: list[tuple[float, float, float]]) -> tuple[float, float, float]:
-    """A centre and radius that overlaps earlier shapes as little as it can (24 tries)."""
+def _place(
+    rng: np.random.Generator, n: int, taken: list[tuple[float, float, float]], radius: tuple[float, float] = (0.16, 0.26)
+) -> tuple[float, float, float]:
+    """A centre and a radius (``radius`` as fractions of ``n``) that overlaps earlier shapes as
+    little as it can (24 tries)."""
     best, best_d = None, -np.inf
     for _ in range(24):
-        r = rng.uniform(0.16, 0.26) * n
+        r = rng.uniform(*radius) * n
         cy, cx = rng.uniform(r, n - r), rng.uniform(r, n - r)
         d = min((np.hypot(cy - a, cx - b) - r - rr for a, b, rr in taken), default=np.inf)
         if d > best_d:
@@ -206,17 +227,21 @@ def _place(rng: np.random.Generator, n: int, taken: list[tuple[float, float, flo
 
 
 def _shapes_image(
-    rng: np.random.Generator, n: int, classes: Sequence[str], colours: np.ndarray | None = None
+    rng: np.random.Generator, n: int, classes: Sequence[str], colours: np.ndarray | None = None,
+    radius: tuple[float, float] = (0.16, 0.26), class_colours: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    img = _background(rng, n, colours)
+    img = _background(rng, n, colours, avoid=list(class_colours.values()) if class_colours else ())
     bg = [img[0, 0], img[-1, -1]]
     masks: list[np.ndarray] = []
     taken: list[tuple[float, float, float]] = []
     for k in classes:
-        cy, cx, r = _place(rng, n, taken)
+        cy, cx, r = _place(rng, n, taken, radius)
         taken.append((cy, cx, r))
         m = _shape_mask(k, n, cy, cx, r)
-        col = colours[rng.integers(len(colours))] if colours is not None else _colour(rng, avoid=bg)
+        if class_colours is not None:
+            col = class_colours[k]
+        else:
+            col = colours[rng.integers(len(colours))] if colours is not None else _colour(rng, avoid=bg)
         img[m] = col
         masks = [mm & ~m for mm in masks] + [m]
     return img, masks
@@ -230,7 +255,8 @@ def render_pair(family: str, latent: Any, seed: int, cell: int) -> tuple[torch.T
     """One ``(input, output)`` pair ``[3, cell, cell]`` x 2 in ``[0, 1]`` of a procedural family.
 
     Deterministic in ``(family, latent, seed, cell)``. For colorization ``latent`` is a palette
-    index (``0`` = :data:`PALETTE_0`), ``"random"`` or an explicit ``[3, 3]`` palette array.
+    index into :data:`PALETTES` (``0`` = :data:`PALETTE_0`), ``"random"`` or an explicit ``[3, 3]``
+    palette array.
     """
     if family not in FAMILIES:
         raise ConfigError(f"unknown visual task family {family!r}; one of {FAMILIES}")
@@ -240,9 +266,10 @@ def render_pair(family: str, latent: Any, seed: int, cell: int) -> tuple[torch.T
         if latent not in SHAPES:
             raise ConfigError(f"segmentation latent must be a shape class {SHAPES}, got {latent!r}")
         others = [s for s in SHAPES if s != latent]
-        classes = [latent, *rng.choice(others, size=int(rng.integers(1, 3)), replace=True).tolist()]
+        # the foreground class and one distractor of another class (sometimes both others)
+        classes = [latent, *rng.permutation(others)[: 1 + int(rng.random() < 0.25)].tolist()]
         rng.shuffle(classes)
-        img, masks = _shapes_image(rng, n, classes)
+        img, masks = _shapes_image(rng, n, classes, radius=(0.2, 0.3), class_colours=SHAPE_COLOURS)
         fg = np.zeros((n, n), dtype=bool)
         for k, m in zip(classes, masks, strict=True):
             if k == latent:
@@ -251,12 +278,13 @@ def render_pair(family: str, latent: Any, seed: int, cell: int) -> tuple[torch.T
     if family == "colorization":
         if isinstance(latent, np.ndarray):
             palette = latent
-        elif latent == 0:
-            palette = np.array(PALETTE_0)
+        elif isinstance(latent, (int, np.integer)) and 0 <= latent < len(PALETTES):
+            palette = np.array(PALETTES[latent])
         elif latent == "random":
             palette = random_palette(rng)
         else:
-            raise ConfigError(f"colorization latent must be 0, 'random' or a [3, 3] palette, got {latent!r}")
+            raise ConfigError(f"colorization latent must be a palette index 0..{len(PALETTES) - 1}, 'random' "
+                              f"or a [3, 3] palette, got {latent!r}")
         img, _ = _shapes_image(rng, n, rng.choice(SHAPES, size=int(rng.integers(1, 3))).tolist(), palette)
         gray = (img @ LUMA)[..., None].repeat(3, axis=2)
         return _t(gray), _t(img)
