@@ -1,6 +1,7 @@
-"""The shipped toy-visual model: one-shot beats zero-shot on every task, search finds a task
-vector that closes most of the gap, the weights match their model card, and the CLI writes
-the image grid."""
+"""The shipped toy-visual model: one-shot beats zero-shot, search finds a task vector that closes
+most of the gap (on the tasks where the card says the bars are met; the others are strict
+xfails), the weights match their model card, the trainer writes a loadable model and card, and
+the CLI writes the image grid."""
 
 from __future__ import annotations
 
@@ -8,23 +9,20 @@ import json
 
 import pytest
 import torch
+from nnvtv.adapters.mae_vqgan import train_toy
 from nnvtv.adapters.mae_vqgan.catalog import WEIGHTS_DIR
 from typer.testing import CliRunner
 
 import nnvtv
 from nnvtv.cli import app
 
-TASKS = ("segmentation", "low-light", "inpainting", "colorization")
-# The shipped weights reach the one-shot bar on these two tasks only (see MODEL_CARD.md: the
-# toy VQGAN cannot render colours well enough for colorization, and segmentation is barely
-# learned). The other two are tracked as strict expected failures: they fail loudly once met.
-REACHED = ("low-light", "inpainting")
-NOT_REACHED = ("segmentation", "colorization")
-# "clearly beats": IoU up by at least this much; MSE down to at most this fraction of zero-shot
-MIN_IOU_GAIN = 0.15
-MAX_MSE_RATIO = 0.9
-# "closes most of the gap": (task vector - zero-shot) / (ICL - zero-shot)
-MIN_GAP_CLOSED = 0.5
+# the bars live beside the trainer that writes them into the model card
+TASKS = train_toy.TASKS
+# tasks whose bars the shipped weights do not reach (strict xfails: they fail loudly once met)
+# (MODEL_CARD.md: in-painting's 4-px hole is 7% of the cell, and the zero-shot guess already
+# restores it about as well as the one-shot prompt does, so the MSE does not move by 10%)
+NOT_REACHED: tuple[str, ...] = ("inpainting",)
+REACHED = tuple(t for t in TASKS if t not in NOT_REACHED)
 SEARCH_BUDGET = 1024
 
 runner = CliRunner()
@@ -54,7 +52,7 @@ def test_shipped_weights_are_small_and_load(toy):
 
 
 def _clearly_better(s: nnvtv.Scores) -> bool:
-    return s.icl - s.zero_shot >= MIN_IOU_GAIN if s.metric == "iou" else s.icl <= MAX_MSE_RATIO * s.zero_shot
+    return train_toy.one_shot_clearly_better(s.metric, s.zero_shot, s.icl)
 
 
 @pytest.mark.parametrize("task", NOT_REACHED)
@@ -71,12 +69,9 @@ def test_scores_match_the_model_card(toy, card, task):
 
 
 @pytest.mark.parametrize("task", REACHED)
-def test_one_shot_clearly_beats_zero_shot(toy, card, task):
+def test_one_shot_clearly_beats_zero_shot(toy, task):
     s = nnvtv.evaluate(toy, task, seed=0)
-    if s.metric == "iou":
-        assert s.icl - s.zero_shot >= MIN_IOU_GAIN, s
-    else:
-        assert s.icl <= MAX_MSE_RATIO * s.zero_shot, s
+    assert _clearly_better(s), s
 
 
 @pytest.mark.slow
@@ -84,8 +79,28 @@ def test_one_shot_clearly_beats_zero_shot(toy, card, task):
 def test_search_finds_a_task_vector_closing_most_of_the_gap(toy, task):
     r = nnvtv.find(toy, task, strategy="reinforce", budget=SEARCH_BUDGET, seed=0)
     s = r.scores
-    assert s.gap_closed is not None and s.gap_closed >= MIN_GAP_CLOSED, (task, s, r.n_sites)
+    row = json.loads((WEIGHTS_DIR / "toy-visual" / "search.json").read_text())["tasks"][task]
+    assert s.task_vector == pytest.approx(row["task_vector"], abs=2e-4)  # the card's search, reproduced
+    assert [str(x) for x in r.task_vector.sites] == row["sites"]
+    assert s.gap_closed is not None and s.gap_closed >= train_toy.MIN_GAP_CLOSED, (task, s, r.n_sites)
     assert 0 < r.n_sites < len(r.space) and r.forward_passes <= SEARCH_BUDGET
+
+
+def test_search_report_covers_every_task():
+    report = json.loads((WEIGHTS_DIR / "toy-visual" / "search.json").read_text())
+    assert report["budget"] == SEARCH_BUDGET and set(report["tasks"]) == set(TASKS)
+
+
+def test_trainer_writes_a_loadable_model_and_card(tmp_path):
+    rec = train_toy.train_visual(tmp_path, n_episodes=16, vq_steps=2, vq_batch=4, mae_steps=3, batch=4, zs_batch=2,
+                                 tvp_batch=2, tvp_from=0.0, search_budget=32)
+    for f in ("model.safetensors", "config.json", "metrics.json", "search.json", "MODEL_CARD.md"):
+        assert (tmp_path / f).exists(), f
+    assert set(rec["metrics"]) == set(TASKS)
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "## Bars" in card and "| low-light |" in card
+    m = nnvtv.load("toy-visual", weights_dir=tmp_path)
+    assert m.adapter.name == "mae_vqgan" and len(m.sites("head")) == 112
 
 
 @pytest.mark.slow
