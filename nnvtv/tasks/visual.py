@@ -642,5 +642,5 @@ def procedural_tasks(size: int = 512, n_test: int = 32, models: Sequence[str] = 
         VisualTask("inpainting", Procedural("inpainting", "restore", size), metric="mse", n_test=n_test, models=models,
                    description="in-painting: a black square (27/111 of the cell) -> original"),
         VisualTask("colorization", Procedural("colorization", 0, size), metric="mse", n_test=n_test, models=models,
-                   description="colorization: luma -> colour, fixed 3-colour palette"),
+                   description="colorization: luma -> colour, palette 0 of 4 with the same lumas"),
     ]
