@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from nnvtv.adapters.toy.schedule import warmup_cosine
 
 from nnvtv.canvas import CanvasGeometry, make_canvas, normalize
 from nnvtv.tasks.visual import FAMILIES, LATENTS, PALETTES, render_pair
@@ -81,12 +81,6 @@ def make_episodes(
     return canv, fam
 
 
-def _lr(step: int, total: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def _batch(canv: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return canv[idx].float() / 255
 
@@ -104,7 +98,7 @@ def train_vqgan(model: MaeVqgan, canv: torch.Tensor, *, steps: int, batch: int, 
     t0, c0 = time.perf_counter(), time.process_time()
     for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = _lr(step, steps, lr, 50)
+            g["lr"] = warmup_cosine(step, steps, lr, 50)
         x = _batch(canv, torch.randint(n, (batch,), generator=gen)) * 2 - 1
         z = vae.encode_features(x)
         zq, vq_loss, ids = vae.quantize(z)
@@ -178,7 +172,7 @@ def train_mae(
     t0, c0 = time.perf_counter(), time.process_time()
     for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = _lr(step, steps, lr, 100)
+            g["lr"] = warmup_cosine(step, steps, lr, 100)
         losses = []
         tvp_on = tvp_batch > 0 and step >= tvp_from * steps
         captured: list[torch.Tensor] = []

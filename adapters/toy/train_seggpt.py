@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -37,6 +36,7 @@ import torch
 from nnvtv.canvas import normalize
 from nnvtv.tasks.visual import SHAPES, Procedural, VisualTask, render_pair
 
+from .schedule import warmup_cosine
 from .seggpt import NAME, TOY_SEGGPT_CONFIG, build_model
 
 __all__ = ["make_episodes", "train_seggpt", "evaluate_toy_seggpt", "write_model_card", "main"]
@@ -61,12 +61,6 @@ def make_episodes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         out[i] = (torch.stack([pi, pm, qi, qm]) * 255).round().to(torch.uint8)
         lat[i] = k
     return out, lat
-
-
-def _lr(step: int, total: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
 def _masked_pos(model: torch.nn.Module) -> torch.Tensor:
@@ -114,7 +108,7 @@ def train_seggpt(out_dir: str | Path, *, seed: int = 0, log_every: int = 100, **
     t1, c1 = time.time(), time.process_time()
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = _lr(step, steps, opts["lr"], int(opts["warmup"]))
+            group["lr"] = warmup_cosine(step, steps, opts["lr"], int(opts["warmup"]))
         idx = torch.randint(0, data.shape[0], (bs,), generator=gen)
         x = normalize(data[idx].float() / 255)  # [bs, 4, 3, 15, 15]
         blank = torch.rand(bs, generator=gen) < opts["blank_fraction"]
