@@ -93,8 +93,8 @@ def train_vqgan(model: MaeVqgan, canv: torch.Tensor, *, steps: int, batch: int, 
     vae = model.vae
     opt = torch.optim.Adam(vae.parameters(), lr=lr, betas=(0.5, 0.9))
     n = canv.shape[0]
-    g, patch = model.config.grid, model.config.patch_size
-    b0 = g - g // 2  # first code row/column of the answer block
+    grid, patch = model.config.grid, model.config.patch_size
+    b0 = grid - grid // 2  # first code row/column of the answer block
     t0, c0 = time.perf_counter(), time.process_time()
     for step in range(steps):
         for g in opt.param_groups:
@@ -253,9 +253,14 @@ MIN_GAP_CLOSED = 0.5
 TASKS = ("segmentation", "low-light", "inpainting", "colorization")
 
 
+def one_shot_gain(metric: str, zero_shot: float, icl: float) -> float:
+    """How much better one-shot scores than zero-shot (positive = better; IoU is higher-better, MSE lower-better)."""
+    return icl - zero_shot if metric == "iou" else zero_shot - icl
+
+
 def one_shot_clearly_better(metric: str, zero_shot: float, icl: float) -> bool:
     """The one-shot bar: ``icl - zero_shot >= MIN_IOU_GAIN`` (IoU) or ``icl <= MAX_MSE_RATIO * zero_shot`` (MSE)."""
-    return icl - zero_shot >= MIN_IOU_GAIN if metric == "iou" else icl <= MAX_MSE_RATIO * zero_shot
+    return one_shot_gain(metric, zero_shot, icl) >= MIN_IOU_GAIN if metric == "iou" else icl <= MAX_MSE_RATIO * zero_shot
 
 
 def search_report(model: MaeVqgan, *, budget: int = 1024, seed: int = 0) -> dict[str, Any]:
@@ -360,9 +365,9 @@ def _search_section(search: dict[str, Any] | None) -> str:
     for name, r in search["tasks"].items():
         one = one_shot_clearly_better(r["metric"], r["zero_shot"], r["icl"])
         tv = one and r["gap_closed"] is not None and r["gap_closed"] >= MIN_GAP_CLOSED
-        gain = r["icl"] - r["zero_shot"] if r["metric"] == "iou" else r["zero_shot"] - r["icl"]
+        has_gap = one_shot_gain(r["metric"], r["zero_shot"], r["icl"]) > 0
         rows.append(f"| {name} | {r['zero_shot']:.4f} | {r['icl']:.4f} | {r['task_vector']:.4f} | "
-                    f"{r['gap_closed'] if gain > 0 else '-'} | "
+                    f"{r['gap_closed'] if has_gap else '-'} | "
                     f"{r['n_sites']} / {r['total_sites']} | {r['seconds']:.0f} s |")
         verdicts.append(f"| {name} | {'met' if one else '**not met**'} | {'met' if tv else '**not met**'} |")
     b, seed = search["budget"], search["seed"]
@@ -398,8 +403,7 @@ def model_card(rec: dict[str, Any], search: dict[str, Any] | None = None) -> str
     rows = []
     for name, r in m.items():
         better = "higher" if r["metric"] == "iou" else "lower"
-        gain = r["icl_1shot"] - r["zero_shot"] if better == "higher" else r["zero_shot"] - r["icl_1shot"]
-        gap = r["all_heads_gap_closed"] if gain > 0 else "-"
+        gap = r["all_heads_gap_closed"] if one_shot_gain(r["metric"], r["zero_shot"], r["icl_1shot"]) > 0 else "-"
         rows.append(f"| {name} | {r['metric']} ({better} is better) | {r['zero_shot']:.4f} | {r['icl_1shot']:.4f} | "
                     f"{r['all_heads_mean_patch']:.4f} | {gap} |")
     tvp = (f"Yes: from step {int(h['tvp_from'] * h['mae_steps'])} of {h['mae_steps']}, a task-vector-prompting loss on "
@@ -471,16 +475,17 @@ seed on one machine and thread count.
 
 
 def main(argv: list[str] | None = None) -> int:
+    d = train_visual.__kwdefaults__  # one set of defaults: the function's
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--episodes", type=int, default=8000)
-    p.add_argument("--vq-steps", type=int, default=1100)
-    p.add_argument("--mae-steps", type=int, default=2700)
-    p.add_argument("--tvp-batch", type=int, default=32, help="0 disables the task-vector-prompting loss")
-    p.add_argument("--lr", type=float, default=1.5e-3, help="MAE peak learning rate")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--search-budget", type=int, default=1024, help="REINFORCE budget per task for the card; 0 skips")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--episodes", type=int, default=d["n_episodes"])
+    p.add_argument("--vq-steps", type=int, default=d["vq_steps"])
+    p.add_argument("--mae-steps", type=int, default=d["mae_steps"])
+    p.add_argument("--tvp-batch", type=int, default=d["tvp_batch"], help="0 disables the task-vector-prompting loss")
+    p.add_argument("--lr", type=float, default=d["lr"], help="MAE peak learning rate")
+    p.add_argument("--threads", type=int, default=d["threads"])
+    p.add_argument("--search-budget", type=int, default=d["search_budget"], help="REINFORCE budget per task for the card; 0 skips")
     a = p.parse_args(argv)
     train_visual(a.out, seed=a.seed, n_episodes=a.episodes, vq_steps=a.vq_steps, mae_steps=a.mae_steps,
                  tvp_batch=a.tvp_batch, lr=a.lr, threads=a.threads, search_budget=a.search_budget)
