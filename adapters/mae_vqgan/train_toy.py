@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from nnvtv.adapters.toy.schedule import warmup_cosine
 
 from nnvtv.canvas import CanvasGeometry, make_canvas, normalize
-from nnvtv.tasks.visual import FAMILIES, LATENTS, PALETTES, render_pair
+from nnvtv.tasks.visual import FAMILIES, LATENTS, render_pair
 
 from .adapter import layout
 from .checkpoint import save_checkpoint
@@ -45,7 +45,7 @@ EPISODE_SEED_BASE = 50_000_000  # far from the named tasks' pair seeds (0 .. 511
 def _latent(family: str, rng: np.random.Generator) -> Any:
     """A latent drawn uniformly, so that no named task's latent is the zero-shot prior's mode
     (colorization: one of the fixed iso-luma palettes)."""
-    options = tuple(range(len(PALETTES))) if family == "colorization" else LATENTS[family]
+    options = [x for x in LATENTS[family] if x != "random"]  # colorization: the fixed palettes
     return options[int(rng.integers(len(options)))]
 
 

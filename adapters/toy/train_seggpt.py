@@ -198,7 +198,7 @@ adapter's zero-shot input), so zero-shot is the model's best guess without the e
 - {t["steps"]} steps of batch {t["batch"]}, AdamW lr {t["lr"]} ({t["warmup"]} warm-up, cosine),
   weight decay 0.05, grad clip 1.0; MSE on the hidden query mask (normalised pixels, foreground
   weighted {t["fg_weight"]}); blank prompts: {t["blank_fraction"]} of each batch
-- {t["train_seconds"]} s of training ({t.get("train_cpu_seconds", "unrecorded")} CPU-s) on {t["threads"]} CPU thread (torch {t["torch"]}){t.get("timing_note", "")}
+- {t["train_seconds"]} s of training ({t["train_cpu_seconds"]} CPU-s) on {t["threads"]} CPU thread (torch {t["torch"]})
 
 ## Metrics (held-out queries 480..511 of each latent, mIoU, official white/black rounding)
 

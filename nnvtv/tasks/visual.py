@@ -78,12 +78,6 @@ __all__ = [
 FAMILIES = ("segmentation", "low-light", "inpainting", "colorization")
 SHAPES = ("disk", "square", "cross")
 FILL_COLOURS = {"red": (0.9, 0.1, 0.1), "green": (0.1, 0.8, 0.2), "blue": (0.1, 0.2, 0.9)}
-LATENTS: dict[str, tuple[Any, ...]] = {
-    "segmentation": SHAPES,
-    "low-light": ("restore", "keep", "invert"),
-    "inpainting": ("restore", *(f"fill-{c}" for c in FILL_COLOURS)),
-    "colorization": (0, 1, 2, 3, "random"),
-}
 #: the colorization palettes: three colours each, darkest first, with the *same* lumas
 #: (~0.25 / 0.47 / 0.74) in every palette, so the grey query says nothing about its palette
 #: and only the example pair does. The named task uses palette 0.
@@ -94,6 +88,12 @@ PALETTES = (
     ((0.45, 0.1, 0.55), (0.25, 0.5, 0.95), (0.95, 0.63, 0.75)),  # purple, sky blue, pink
 )
 PALETTE_0 = PALETTES[0]
+LATENTS: dict[str, tuple[Any, ...]] = {
+    "segmentation": SHAPES,
+    "low-light": ("restore", "keep", "invert"),
+    "inpainting": ("restore", *(f"fill-{c}" for c in FILL_COLOURS)),
+    "colorization": (*range(len(PALETTES)), "random"),
+}
 LUMA = np.array([0.299, 0.587, 0.114])
 
 
