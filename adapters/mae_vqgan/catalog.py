@@ -31,11 +31,12 @@ def load_mae_vqgan(checkpoint: str | os.PathLike[str] | None = None) -> Model:
     return wrap(load_checkpoint(path), adapter=MAE_VQGAN, name="mae-vqgan")
 
 
-def load_toy_visual(weights_dir: Path | None = None) -> Model:
-    """The shipped ``toy-visual`` model (safetensors with its config), wrapped."""
+def load_toy_visual(weights_dir: str | os.PathLike[str] | None = None) -> Model:
+    """The shipped ``toy-visual`` model (safetensors with its config), wrapped; ``weights_dir``:
+    the ``--out`` folder of ``nnvtv train-toy visual`` instead."""
     from .checkpoint import load_checkpoint
 
-    f = (weights_dir or WEIGHTS_DIR / "toy-visual") / "model.safetensors"
+    f = (Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR / "toy-visual") / "model.safetensors"
     if not f.exists():
         raise CheckpointError(f"weights for 'toy-visual' are missing ({f}); reinstall nnvtv or run `nnvtv train-toy visual`")
     return wrap(load_checkpoint(f), adapter=MAE_VQGAN, name="toy-visual")

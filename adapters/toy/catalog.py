@@ -8,7 +8,7 @@ Both load through :func:`nnvtv.wrap` like any Hugging Face GPT-2.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from nnvtv.catalog import ModelEntry, register_model
 from nnvtv.model import Model, wrap
@@ -25,7 +25,7 @@ PROMPT_FORMAT = {
 }
 
 
-def load_toy_text(name: str = "toy-text", weights_dir: Path | None = None) -> Model:
+def load_toy_text(name: str = "toy-text", weights_dir: str | os.PathLike[str] | None = None) -> Model:
     """Load a shipped toy text model (safetensors + config) and wrap it."""
     from transformers import GPT2LMHeadModel
 

@@ -9,7 +9,7 @@ grid), 5 layers x d 128 x 8 heads, image and mask copies merged after layer 1. T
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Any
 
 from nnvtv.catalog import ModelEntry, register_model
@@ -46,7 +46,7 @@ def build_model(seed: int = 0) -> Any:
     return SegGptForImageSegmentation(SegGptConfig(**TOY_SEGGPT_CONFIG))
 
 
-def load_toy_seggpt(weights_dir: Path | None = None) -> Model:
+def load_toy_seggpt(weights_dir: str | os.PathLike[str] | None = None) -> Model:
     """Load the shipped ``toy-seggpt`` (safetensors + config.json) and wrap it."""
     from transformers import SegGptForImageSegmentation
 

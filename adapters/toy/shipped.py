@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from nnvtv.errors import CheckpointError
@@ -11,14 +12,14 @@ __all__ = ["WEIGHTS_DIR", "weights_folder"]
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
-def weights_folder(name: str, weights_dir: Path | None = None, *, retrain: str) -> Path:
+def weights_folder(name: str, weights_dir: str | os.PathLike[str] | None = None, *, retrain: str) -> Path:
     """``<weights_dir>/<name>`` holding ``model.safetensors`` + ``config.json``.
 
     Raises:
         CheckpointError: either file is missing; the message gives ``retrain`` (the command
             that rebuilds them).
     """
-    d = (weights_dir or WEIGHTS_DIR) / name
+    d = (Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR) / name
     if not (d / "model.safetensors").exists() or not (d / "config.json").exists():
         raise CheckpointError(
             f"weights for {name!r} are missing from {d}; reinstall nnvtv or rebuild them with "
