@@ -27,6 +27,8 @@ from nnvtv.tasks.visual import (
     Procedural,
     VisualTask,
     binarize,
+    hole_origin,
+    hole_side,
     iou,
     mse,
     prompt_candidates,
@@ -143,6 +145,32 @@ def test_render_pair_is_deterministic_and_well_formed():
     assert torch.allclose(g[0], (c * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0), atol=1e-6)
     with pytest.raises(ConfigError, match="latent"):
         Procedural("low-light", "sideways")
+
+
+def _hole(holed: torch.Tensor) -> tuple[int, int, int]:
+    """Top-left row, col and side of the black square in an in-painting input ``[3, n, n]``."""
+    rows, cols = (holed == 0).all(0).nonzero(as_tuple=True)
+    return int(rows.min()), int(cols.min()), int(rows.max() - rows.min() + 1)
+
+
+def test_inpainting_hole_placements():
+    side = hole_side(111)
+    assert side == 27 and hole_side(15) == 4 and hole_side(4) == 3
+    holed, _ = render_pair("inpainting", "restore", 4, 111, hole="centre")
+    assert _hole(holed) == (42, 42, 27)  # (111 - 27) // 2
+    holed, kept = render_pair("inpainting", "keep", 4, 15, hole=(2, 9))
+    assert _hole(holed) == (2, 9, 4) and torch.equal(holed, kept)  # "keep": the hole stays black
+    # random placement is the default and varies with the pair seed
+    assert len({_hole(render_pair("inpainting", "restore", i, 15)[0])[:2] for i in range(8)}) > 1
+    rng = np.random.default_rng(0)
+    for bad in ("middle", (12, 0), (-1, 0), (1.5, 2)):
+        with pytest.raises(ConfigError, match="hole must be"):
+            hole_origin(15, bad, rng)
+    with pytest.raises(ConfigError, match="hole must be"):
+        Procedural("inpainting", "restore", hole="middle")
+    centred = VisualTask("c", Procedural("inpainting", "restore", hole="centre"), metric="mse")
+    assert {_hole(centred.pair(i, 15)[0]) for i in (0, 1, 500)} == {(5, 5, 4)}
+    assert "centre hole" in centred.description
 
 
 def test_colorization_palettes_share_lumas_so_only_the_example_reveals_the_palette():

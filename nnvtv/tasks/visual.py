@@ -18,9 +18,14 @@ Pairs come from a :class:`PairSource`:
   ===============  =========================================  ============================
   segmentation     image -> white mask of one shape class      class (``disk``) of 3
   low-light        image * 0.5 -> ...                          ``restore`` | keep | invert
-  inpainting       image with a black square -> ...            ``restore`` | fill-<colour>
+  inpainting       image with a black square -> ...            ``restore`` | keep | fill-<colour>
   colorization     grayscale (luma) -> colour                  palette ``0`` of 4 iso-luma
   ===============  =========================================  ============================
+
+  The in-painting square (27/111 of the cell side) goes at a random place per image, at the
+  centre (``hole="centre"``) or at a given place (:func:`hole_origin`); the official
+  task-vector code masks a centred square, one random place shared by the example and the
+  query, or independent places.
 
 * :class:`FolderSegmentation` — a user folder in the Pascal-5i style (``images/*.jpg`` and
   ``masks/*.png`` with the same stems).
@@ -66,6 +71,10 @@ __all__ = [
     "FolderImages",
     "VisualTask",
     "render_pair",
+    "transform_pair",
+    "hole_origin",
+    "hole_side",
+    "HOLE_PLACEMENTS",
     "quantize",
     "binarize",
     "iou",
@@ -91,7 +100,7 @@ PALETTE_0 = PALETTES[0]
 LATENTS: dict[str, tuple[Any, ...]] = {
     "segmentation": SHAPES,
     "low-light": ("restore", "keep", "invert"),
-    "inpainting": ("restore", *(f"fill-{c}" for c in FILL_COLOURS)),
+    "inpainting": ("restore", "keep", *(f"fill-{c}" for c in FILL_COLOURS)),
     "colorization": (*range(len(PALETTES)), "random"),
 }
 LUMA = np.array([0.299, 0.587, 0.114])
@@ -251,12 +260,12 @@ def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().clamp(0, 1)
 
 
-def render_pair(family: str, latent: Any, seed: int, cell: int) -> tuple[torch.Tensor, torch.Tensor]:
+def render_pair(family: str, latent: Any, seed: int, cell: int, *, hole: Hole = "random") -> tuple[torch.Tensor, torch.Tensor]:
     """One ``(input, output)`` pair ``[3, cell, cell]`` x 2 in ``[0, 1]`` of a procedural family.
 
     Deterministic in ``(family, latent, seed, cell)``. For colorization ``latent`` is a palette
     index into :data:`PALETTES` (``0`` = :data:`PALETTE_0`), ``"random"`` or an explicit ``[3, 3]``
-    palette array.
+    palette array. ``hole`` places the in-painting square (see :func:`hole_origin`).
     """
     if family not in FAMILIES:
         raise ConfigError(f"unknown visual task family {family!r}; one of {FAMILIES}")
@@ -289,11 +298,40 @@ def render_pair(family: str, latent: Any, seed: int, cell: int) -> tuple[torch.T
         gray = (img @ LUMA)[..., None].repeat(3, axis=2)
         return _t(gray), _t(img)
     img, _ = _shapes_image(rng, n, rng.choice(SHAPES, size=int(rng.integers(0, 3))).tolist())
-    return transform_pair(family, latent, _t(img), rng)
+    return transform_pair(family, latent, _t(img), rng, hole=hole)
 
 
-def transform_pair(family: str, latent: Any, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Low-light / in-painting / colorization pair from any image ``[3, n, n]`` in ``[0, 1]``."""
+#: where the in-painting square goes: ``"random"`` (drawn per pair), ``"centre"``, or an explicit
+#: top-left ``(row, col)`` -- the official task-vector code masks a centred square, one random
+#: position shared by the example and the query, or independent random positions
+Hole = str | tuple[int, int]
+HOLE_PLACEMENTS = ("random", "centre")
+
+
+def hole_side(cell: int) -> int:
+    """Side of the in-painting square: 27 px of the official 111-px cell, scaled (at least 3)."""
+    return max(3, round(cell * 27 / 111))
+
+
+def hole_origin(cell: int, hole: Hole, rng: np.random.Generator) -> tuple[int, int]:
+    """Top-left ``(row, col)`` of the in-painting square in a ``cell``-px image."""
+    side = hole_side(cell)
+    if hole == "random":
+        return int(rng.integers(0, cell - side + 1)), int(rng.integers(0, cell - side + 1))
+    if hole == "centre":
+        return (cell - side) // 2, (cell - side) // 2
+    if (isinstance(hole, tuple) and len(hole) == 2 and all(isinstance(v, (int, np.integer)) for v in hole)
+            and all(0 <= v <= cell - side for v in hole)):
+        return int(hole[0]), int(hole[1])
+    raise ConfigError(f"hole must be one of {HOLE_PLACEMENTS} or a top-left (row, col) in [0, {cell - side}] "
+                      f"(the square is {side} px in a {cell}-px cell), got {hole!r}")
+
+
+def transform_pair(
+    family: str, latent: Any, image: torch.Tensor, rng: np.random.Generator, *, hole: Hole = "random"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low-light / in-painting / colorization pair from any image ``[3, n, n]`` in ``[0, 1]``
+    (``hole``: where the in-painting square goes, :func:`hole_origin`)."""
     n = image.shape[-1]
     if family == "low-light":
         dark = image * 0.5
@@ -302,12 +340,14 @@ def transform_pair(family: str, latent: Any, image: torch.Tensor, rng: np.random
             raise ConfigError(f"low-light latent must be one of {LATENTS['low-light']}, got {latent!r}")
         return dark, out.clone()
     if family == "inpainting":
-        side = max(3, round(n * 27 / 111))
-        r0, c0 = int(rng.integers(0, n - side + 1)), int(rng.integers(0, n - side + 1))
+        side = hole_side(n)
+        r0, c0 = hole_origin(n, hole, rng)
         holed = image.clone()
         holed[:, r0 : r0 + side, c0 : c0 + side] = 0.0
         if latent == "restore":
             return holed, image.clone()
+        if latent == "keep":
+            return holed, holed.clone()
         colour = FILL_COLOURS.get(str(latent).removeprefix("fill-"))
         if colour is None:
             raise ConfigError(f"inpainting latent must be one of {LATENTS['inpainting']}, got {latent!r}")
@@ -340,12 +380,14 @@ class PairSource(ABC):
 
 @dataclasses.dataclass(frozen=True)
 class Procedural(PairSource):
-    """Procedurally generated pairs of one family with one latent (see the module table)."""
+    """Procedurally generated pairs of one family with one latent (see the module table);
+    ``hole``: where in-painting squares go (``"random"`` per pair or ``"centre"``)."""
 
     family: str
     latent: Any
     size: int = 512
     seed: int = 0
+    hole: str = "random"
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -353,15 +395,18 @@ class Procedural(PairSource):
         ok = LATENTS[self.family]
         if self.latent not in ok:
             raise ConfigError(f"{self.family} latent must be one of {ok}, got {self.latent!r}")
+        if self.hole not in HOLE_PLACEMENTS:
+            raise ConfigError(f"hole must be one of {HOLE_PLACEMENTS}, got {self.hole!r}")
 
     def __len__(self) -> int:
         return self.size
 
     def pair(self, index: int, cell: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return render_pair(self.family, self.latent, self.seed * 1_000_003 + int(index), cell)
+        return render_pair(self.family, self.latent, self.seed * 1_000_003 + int(index), cell, hole=self.hole)
 
     def describe(self) -> str:
-        return f"procedural {self.family} (latent {self.latent!r})"
+        where = f", {self.hole} hole" if self.family == "inpainting" else ""
+        return f"procedural {self.family} (latent {self.latent!r}{where})"
 
 
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -413,23 +458,26 @@ class FolderSegmentation(PairSource):
 
 
 class FolderImages(PairSource):
-    """Any folder of images, turned into low-light / in-painting / colorization pairs."""
+    """Any folder of images, turned into low-light / in-painting / colorization pairs
+    (``hole``: where in-painting squares go, ``"random"`` per image or ``"centre"``)."""
 
-    def __init__(self, root: str | Path, family: str, latent: Any = "restore", seed: int = 0) -> None:
+    def __init__(self, root: str | Path, family: str, latent: Any = "restore", seed: int = 0, hole: str = "random") -> None:
         if family not in ("low-light", "inpainting", "colorization"):
             raise ConfigError(f"FolderImages serves low-light, inpainting or colorization, got {family!r}")
         self.root = Path(root)
         self.paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in _IMAGE_EXT) if self.root.is_dir() else []
         if not self.paths:
             raise EmptyDataError(f"no images ({', '.join(_IMAGE_EXT)}) under {self.root}")
-        self.family, self.latent, self.seed = family, latent, seed
+        if hole not in HOLE_PLACEMENTS:
+            raise ConfigError(f"hole must be one of {HOLE_PLACEMENTS}, got {hole!r}")
+        self.family, self.latent, self.seed, self.hole = family, latent, seed, hole
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def pair(self, index: int, cell: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = as_cell(_open(self.paths[index]), cell)
-        return transform_pair(self.family, self.latent, image, np.random.default_rng([self.seed, index]))
+        return transform_pair(self.family, self.latent, image, np.random.default_rng([self.seed, index]), hole=self.hole)
 
     def describe(self) -> str:
         return f"{self.family} on images in {self.root} ({len(self)})"
