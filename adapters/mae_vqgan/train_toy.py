@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from nnvtv.adapters.toy.schedule import warmup_cosine
 
 from nnvtv.canvas import CanvasGeometry, make_canvas, normalize
-from nnvtv.tasks.visual import FAMILIES, LATENTS, render_pair
+from nnvtv.errors import ConfigError
+from nnvtv.tasks.visual import FAMILIES, LATENTS, PALETTES, SHAPES, hole_origin, render_pair
 
 from .adapter import layout
 from .checkpoint import save_checkpoint
@@ -42,26 +43,62 @@ __all__ = ["make_episodes", "train_visual", "evaluate_toy", "main"]
 EPISODE_SEED_BASE = 50_000_000  # far from the named tasks' pair seeds (0 .. 511)
 
 
-def _latent(family: str, rng: np.random.Generator) -> Any:
-    """A latent drawn uniformly, so that no named task's latent is the zero-shot prior's mode
-    (colorization: one of the fixed iso-luma palettes)."""
-    options = [x for x in LATENTS[family] if x != "random"]  # colorization: the fixed palettes
-    return options[int(rng.integers(len(options)))]
-
+#: the latents each family trains on by default (the shipped weights'): colorization the fixed
+#: iso-luma palettes (not "random"); in-painting restore or fill (``"keep"`` is available, see
+#: :func:`train_visual`'s ``latents``)
+TRAINING_LATENTS: dict[str, tuple[Any, ...]] = {
+    "segmentation": SHAPES,
+    "low-light": ("restore", "keep", "invert"),
+    "inpainting": ("restore", "fill-red", "fill-green", "fill-blue"),
+    "colorization": tuple(range(len(PALETTES))),
+}
 
 #: share of training episodes per family (segmentation, the hardest to learn, gets the most)
 FAMILY_WEIGHTS = {"segmentation": 0.4, "low-light": 0.15, "inpainting": 0.25, "colorization": 0.2}
 
 
+def resolve_latents(latents: dict[str, Any] | None = None) -> dict[str, tuple[Any, ...]]:
+    """:data:`TRAINING_LATENTS` with the families in ``latents`` replaced (each a non-empty
+    sequence of that family's :data:`~nnvtv.tasks.visual.LATENTS`)."""
+    out = dict(TRAINING_LATENTS)
+    for family, options in (latents or {}).items():
+        if family not in FAMILIES:
+            raise ConfigError(f"unknown visual task family {family!r}; one of {FAMILIES}")
+        options = tuple(options)
+        bad = [x for x in options if x not in LATENTS[family] or x == "random"]
+        if not options or bad:
+            raise ConfigError(f"{family} training latents must be a non-empty list of {[x for x in LATENTS[family] if x != 'random']}, "
+                              f"got {list(options)}")
+        out[family] = options
+    return out
+
+
+def resolve_family_weights(family_weights: dict[str, float] | None = None) -> dict[str, float]:
+    """:data:`FAMILY_WEIGHTS`, or ``family_weights`` (every family, non-negative, some positive)."""
+    if family_weights is None:
+        return dict(FAMILY_WEIGHTS)
+    w = {f: float(family_weights.get(f, -1.0)) for f in FAMILIES}
+    if set(family_weights) - set(FAMILIES) or min(w.values()) < 0 or sum(w.values()) <= 0:
+        raise ConfigError(f"family weights need a non-negative weight for each of {FAMILIES} (some positive), "
+                          f"got {family_weights}")
+    return w
+
+
 def make_episodes(
-    n: int, seed: int, geometry: CanvasGeometry, family_weights: dict[str, float] | None = None
+    n: int, seed: int, geometry: CanvasGeometry, family_weights: dict[str, float] | None = None, *,
+    latents: dict[str, Any] | None = None, shared_hole: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` training canvases ``uint8 [n, 3, S, S]`` (answer cell = ground truth) and family ids ``[n]``.
 
     Episodes come in twins: ``2k`` and ``2k + 1`` share family and latent (different images).
-    Families are drawn with ``family_weights`` (default :data:`FAMILY_WEIGHTS`).
+    Families are drawn with ``family_weights`` (default :data:`FAMILY_WEIGHTS`), latents uniformly
+    from ``latents`` (see :func:`resolve_latents`), so that no named task's latent is the zero-shot
+    prior's mode. ``shared_hole``: an in-painting canvas masks the same square position in its
+    example and its query (the official task-vector code's shared-random variant), instead of a
+    position per image.
     """
-    w = family_weights or FAMILY_WEIGHTS
+    w = resolve_family_weights(family_weights)
+    options = resolve_latents(latents)
     probs = np.array([w[f] for f in FAMILIES], dtype=np.float64)
     probs /= probs.sum()
     rng = np.random.default_rng(seed)
@@ -71,14 +108,39 @@ def make_episodes(
     for i in range(n):
         if i % 2 == 0:
             f = int(rng.choice(len(FAMILIES), p=probs))
-            lat = _latent(FAMILIES[f], rng)
+            lat = options[FAMILIES[f]][int(rng.integers(len(options[FAMILIES[f]])))]
         s = EPISODE_SEED_BASE + seed * 10_000_000 + 2 * i
-        ex = render_pair(FAMILIES[f], lat, s, geometry.cell)
-        q = render_pair(FAMILIES[f], lat, s + 1, geometry.cell)
+        hole: Any = "random"
+        if shared_hole and FAMILIES[f] == "inpainting":  # own stream: the other families' episodes stay as they are
+            hole = hole_origin(geometry.cell, "random", np.random.default_rng([s, 1]))
+        ex = render_pair(FAMILIES[f], lat, s, geometry.cell, hole=hole)
+        q = render_pair(FAMILIES[f], lat, s + 1, geometry.cell, hole=hole)
         c = make_canvas(*ex, *q, geometry=geometry, background=1.0)
         canv[i] = (c * 255).round().to(torch.uint8)
         fam[i] = f
     return canv, fam
+
+
+def change_weights(canv: torch.Tensor, geometry: CanvasGeometry, weight: float, *, tol: float = 4 / 255) -> torch.Tensor:
+    """Per-code loss weights ``[N, M]`` for the ``M`` answer patches of canvases ``uint8 [N, 3, S, S]``.
+
+    A patch whose pixels differ anywhere (by more than ``tol``) between the answer cell and the
+    query input (the answer a model that copied its query would give) weighs ``1 + weight``, the
+    others 1; each canvas's weights are then scaled to mean 1, so every episode keeps its share of
+    the loss. Where the answer mostly copies the query (in-painting: all but the hole, ~7% of the
+    pixels), the few codes that carry the task would otherwise drown among the copied ones; where
+    every patch changes (segmentation, colorization) the weights stay uniform.
+    """
+    o, c, p = geometry.origin, geometry.cell, geometry.patch
+    half = geometry.size // 2
+    answer = canv[..., o : o + c, o : o + c].float()
+    query = canv[..., o : o + c, 0:c].float()
+    diff = torch.zeros(canv.shape[0], half, half)
+    a = geometry.answer_offset  # the answer cell sits this many pixels into its patch block
+    diff[:, a : a + c, a : a + c] = ((answer - query).abs().amax(1) > tol * 255).float()
+    changed = diff.reshape(-1, half // p, p, half // p, p).amax((2, 4)).flatten(1)  # [N, M]
+    w = 1.0 + weight * changed
+    return w / w.mean(1, keepdim=True)
 
 
 def _batch(canv: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -160,14 +222,27 @@ def train_mae(
     model: MaeVqgan, canv: torch.Tensor, codes: torch.Tensor, geometry: CanvasGeometry, *,
     steps: int, batch: int, zs_batch: int, lr: float, gen: torch.Generator, log: list,
     tvp_batch: int = 0, tvp_from: float = 0.5, tvp_layer: int = 1,
+    code_weights: torch.Tensor | None = None,
 ) -> dict:
     """Cross-entropy on the answer codes of ICL canvases (``batch``) and zero-shot prompts
     (``zs_batch``). From ``tvp_from * steps`` on, a task-vector-prompting loss: the encoder
     block ``tvp_layer`` CLS head outputs of an ICL episode replace those of the zero-shot
-    forward of its twin (same family and latent), which must then predict the twin's answer."""
+    forward of its twin (same family and latent), which must then predict the twin's answer.
+
+    ``code_weights [N, M]`` (see :func:`change_weights`) weigh each answer code's cross-entropy;
+    ``None``: uniform."""
     params = [p for n, p in model.named_parameters() if not n.startswith("vae.") and p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05, betas=(0.9, 0.95))
     lays = {zs: layout(geometry, zs) for zs in (False, True)}
+    target = lays[False]["target"]  # the answer patches, the same in both layouts
+
+    def ce(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        y = codes[idx][:, target].flatten()
+        if code_weights is None:
+            return F.cross_entropy(logits.flatten(0, 1), y)
+        w = code_weights[idx].flatten()
+        return (F.cross_entropy(logits.flatten(0, 1), y, reduction="none") * w).sum() / w.sum()
+
     n = canv.shape[0]
     t0, c0 = time.perf_counter(), time.process_time()
     for step in range(steps):
@@ -190,8 +265,7 @@ def train_mae(
                 logits = model.decode_tokens(_encode(model, imgs, vis, tvp_layer, capture=captured), vis, tgt)
             else:
                 logits = model(imgs, vis, tgt)
-            y = codes[idx][:, lay["target"]]
-            losses.append((F.cross_entropy(logits.flatten(0, 1), y.flatten()), b))
+            losses.append((ce(logits, idx), b))
         loss = sum(v * b for v, b in losses) / sum(b for _, b in losses)
         tvp_loss = None
         if tvp_on and idx_icl is not None:
@@ -202,7 +276,7 @@ def train_mae(
             tgt = torch.tensor(lay["target"]).expand(k, -1)
             latent = _encode(model, normalize(_batch(canv, twin)), vis, tvp_layer, inject=captured[0][:k])
             logits = model.decode_tokens(latent, vis, tgt)
-            tvp_loss = F.cross_entropy(logits.flatten(0, 1), codes[twin][:, lay["target"]].flatten())
+            tvp_loss = ce(logits, twin)
             loss = loss + tvp_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -299,13 +373,22 @@ def train_visual(
     tvp_batch: int = 32,
     tvp_from: float = 0.5,
     tvp_layer: int = 1,
+    family_weights: dict[str, float] | None = None,
+    latents: dict[str, Any] | None = None,
+    shared_hole: bool = False,
+    change_weight: float = 0.0,
     lr: float = 1.5e-3,
     threads: int = 1,
     search_budget: int = 1024,
 ) -> dict[str, Any]:
     """Train both phases, evaluate, run a REINFORCE search per task (``search_budget`` forward
     passes; 0 skips it), and write ``model.safetensors``, ``config.json``, ``metrics.json``,
-    ``search.json`` and ``MODEL_CARD.md`` to ``out_dir``. Returns the metrics record."""
+    ``search.json`` and ``MODEL_CARD.md`` to ``out_dir``. Returns the metrics record.
+
+    The defaults are the shipped weights' recipe. ``family_weights``, ``latents`` (per family,
+    e.g. ``{"inpainting": ("restore", "keep")}``) and ``shared_hole`` change the episodes (see
+    :func:`make_episodes`); ``change_weight`` weighs the answer codes that differ from the query
+    (:func:`change_weights`)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -314,7 +397,8 @@ def train_visual(
     log: list[dict] = []
     t_all, c_all = time.perf_counter(), time.process_time()
     t, c = time.perf_counter(), time.process_time()
-    canv, fam = make_episodes(n_episodes, seed, geometry)
+    weights, options = resolve_family_weights(family_weights), resolve_latents(latents)
+    canv, fam = make_episodes(n_episodes, seed, geometry, weights, latents=options, shared_hole=shared_hole)
     timing = {"data": {"seconds": round(time.perf_counter() - t, 1), "cpu_seconds": round(time.process_time() - c, 1)}}
     print(json.dumps({"episodes": n_episodes, **timing["data"]}), flush=True)
     model = MaeVqgan(cfg)
@@ -327,7 +411,8 @@ def train_visual(
         p.requires_grad_(False)
     model.train()
     timing["mae"] = train_mae(model, canv, codes, geometry, steps=mae_steps, batch=batch, zs_batch=zs_batch, lr=lr, gen=gen, log=log,
-                               tvp_batch=tvp_batch, tvp_from=tvp_from, tvp_layer=tvp_layer)
+                               tvp_batch=tvp_batch, tvp_from=tvp_from, tvp_layer=tvp_layer,
+                               code_weights=change_weights(canv, geometry, change_weight) if change_weight else None)
     model.eval()
     timing["total_training"] = {"seconds": round(time.perf_counter() - t_all, 1), "cpu_seconds": round(time.process_time() - c_all, 1)}
     t, c = time.perf_counter(), time.process_time()
@@ -344,7 +429,9 @@ def train_visual(
         "codes_used": used,
         "hparams": {"seed": seed, "n_episodes": n_episodes, "vq_steps": vq_steps, "vq_batch": vq_batch, "mae_steps": mae_steps,
                     "batch": batch, "zs_batch": zs_batch, "tvp_batch": tvp_batch, "tvp_from": tvp_from,
-                    "tvp_layer": tvp_layer, "lr": lr, "threads": threads, "search_budget": search_budget},
+                    "tvp_layer": tvp_layer, "family_weights": weights, "latents": {f: list(v) for f, v in options.items()},
+                    "shared_hole": shared_hole, "change_weight": change_weight, "lr": lr, "threads": threads,
+                    "search_budget": search_budget},
         "timing": timing,
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "train_visual()",
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
@@ -396,6 +483,10 @@ Reproduce one row: `nnvtv find --model toy-visual --task low-light --strategy re
 """
 
 
+_INPAINT_WORDS = {"restore": "restore the square", "keep": "keep it black", "fill-red": "fill it red",
+                  "fill-green": "fill it green", "fill-blue": "fill it blue"}
+
+
 def model_card(rec: dict[str, Any], search: dict[str, Any] | None = None) -> str:
     """The shipped ``MODEL_CARD.md`` (numbers from ``rec``, the metrics record, and ``search``,
     the :func:`search_report`)."""
@@ -412,6 +503,16 @@ def model_card(rec: dict[str, Any], search: dict[str, Any] | None = None) -> str
            "forward must then predict the answer codes. So this model has a *prescribed* place for the task "
            f"(encoder block {h['tvp_layer']}, group `cls`): a ground-truth testbed for the search, like `toy-text`."
            if h["tvp_batch"] else "No: natural training only.")
+    cw = h.get("change_weight", 0.0)
+    lat = {**TRAINING_LATENTS, **h.get("latents", {})}
+    fw = h.get("family_weights", FAMILY_WEIGHTS)
+    where = ("; the square sits at the same place in the example and the query (the official task-vector code's "
+             "shared-position variant)" if h.get("shared_hole") else "; the square's place is drawn per image")
+    change = (f". An answer code whose 4 x 4 pixels differ from the query's at the same place weighs {1 + cw:g} times "
+              "the others, each canvas's weights scaled to mean 1 (`change_weights`): where the answer mostly copies the "
+              "query, as in in-painting (all but the hole), the few codes that carry the task would otherwise drown among "
+              "the copied ones; elsewhere (segmentation, colorization) nearly every code changes and the weights stay "
+              "uniform" if cw else "")
     return f"""# toy-visual
 
 A small MAE-VQGAN (the same `MaeVqgan` class as the official model) trained by the project
@@ -434,20 +535,20 @@ a one-shot prompt carries information a zero-shot prompt lacks:
 
 | family | input -> output | latent drawn per episode | named task uses |
 |---|---|---|---|
-| segmentation | a shape and a distractor of another class (each class has its own colour) on a background -> white mask | which class (disk / square / cross) is foreground | disk |
-| low-light | image x 0.5 -> ... | restore (x2) / keep / invert | restore |
-| inpainting | image with a black square -> ... | restore / fill with red / green / blue | restore |
-| colorization | luma -> colour | one of 4 three-colour palettes with the same lumas (the grey query cannot tell them apart) | palette 0 |
+| segmentation | a shape and a distractor of another class (each class has its own colour) on a background -> white mask | which class ({' / '.join(lat['segmentation'])}) is foreground | disk |
+| low-light | image x 0.5 -> ... | {' / '.join({'restore': 'restore (x2)'}.get(x, x) for x in lat['low-light'])} | restore |
+| inpainting | image with a black square (4 px, the official 27/111 of the cell side) -> ... | {' / '.join(_INPAINT_WORDS.get(x, x) for x in lat['inpainting'])}{where} | restore |
+| colorization | luma -> colour | one of {len(lat['colorization'])} three-colour palettes with the same lumas (the grey query cannot tell them apart) | palette 0 |
 
 Latents are drawn uniformly, so no named task's latent is the zero-shot prior's mode.
 
 {h['n_episodes']} episodes (twins sharing family and latent; families drawn
-{' / '.join(f"{k} {v:.0%}" for k, v in FAMILY_WEIGHTS.items())}), seed {h['seed']}.
+{' / '.join(f"{k} {v / sum(fw.values()):.0%}" for k, v in fw.items())}), seed {h['seed']}.
 Phase 1: the VQGAN, {h['vq_steps']} Adam steps of batch {h['vq_batch']} (pixel MSE + VQ loss on whole canvases,
 plus the MSE of the answer quadrant's 4 x 4 code block decoded on its own, as the readout decodes
 it; dead codes re-seeded); {rec['codes_used']} of 256 codes in use. Phase 2: the MAE, {h['mae_steps']} AdamW steps,
 cross-entropy on the answer quadrant's codes of {h['batch']} ICL canvases and {h['zs_batch']} zero-shot
-prompts (example quadrants dropped: the model learns its best guess without the example).
+prompts (example quadrants dropped: the model learns its best guess without the example){change}.
 
 Task-vector-prompting auxiliary loss: {tvp}
 
@@ -474,6 +575,18 @@ seed on one machine and thread count.
 {_search_section(search)}"""
 
 
+def _weights_arg(text: str) -> dict[str, float]:
+    """``"segmentation=0.4,low-light=0.1,..."`` -> ``{"segmentation": 0.4, ...}`` (checked by :func:`resolve_family_weights`)."""
+    try:
+        w = {k.strip(): float(v) for k, v in (item.split("=") for item in text.split(",") if item.strip())}
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected FAMILY=WEIGHT,... got {text!r}") from exc
+    try:
+        return resolve_family_weights(w)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     d = train_visual.__kwdefaults__  # one set of defaults: the function's
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -483,12 +596,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vq-steps", type=int, default=d["vq_steps"])
     p.add_argument("--mae-steps", type=int, default=d["mae_steps"])
     p.add_argument("--tvp-batch", type=int, default=d["tvp_batch"], help="0 disables the task-vector-prompting loss")
+    p.add_argument("--family-weights", type=_weights_arg, default=None, metavar="F=W,...",
+                   help="share of episodes per family, e.g. segmentation=0.4,low-light=0.1,inpainting=0.35,colorization=0.15")
+    p.add_argument("--inpainting-latents", default=None, metavar="L,...",
+                   help=f"in-painting latents to train on (default {','.join(TRAINING_LATENTS['inpainting'])}; also: keep)")
+    p.add_argument("--shared-hole", action="store_true", help="in-painting: the same square place in example and query")
+    p.add_argument("--change-weight", type=float, default=d["change_weight"],
+                   help="extra weight of the answer codes that differ from the query's (see change_weights)")
     p.add_argument("--lr", type=float, default=d["lr"], help="MAE peak learning rate")
     p.add_argument("--threads", type=int, default=d["threads"])
     p.add_argument("--search-budget", type=int, default=d["search_budget"], help="REINFORCE budget per task for the card; 0 skips")
     a = p.parse_args(argv)
+    latents = {"inpainting": tuple(x.strip() for x in a.inpainting_latents.split(",") if x.strip())} if a.inpainting_latents else None
     train_visual(a.out, seed=a.seed, n_episodes=a.episodes, vq_steps=a.vq_steps, mae_steps=a.mae_steps,
-                 tvp_batch=a.tvp_batch, lr=a.lr, threads=a.threads, search_budget=a.search_budget)
+                 tvp_batch=a.tvp_batch, family_weights=a.family_weights, latents=latents, shared_hole=a.shared_hole,
+                 change_weight=a.change_weight, lr=a.lr, threads=a.threads, search_budget=a.search_budget)
     return 0
 
 
