@@ -92,8 +92,8 @@ def make_episodes(
 
     Episodes come in twins: ``2k`` and ``2k + 1`` share family and latent (different images).
     Families are drawn with ``family_weights`` (default :data:`FAMILY_WEIGHTS`), latents uniformly
-    from ``latents`` (see :func:`resolve_latents`), so that no named task's latent is the zero-shot
-    prior's mode. ``shared_hole``: an in-painting canvas masks the same square position in its
+    from ``latents`` (see :func:`resolve_latents`), so that no named task's latent is the most
+    frequent. ``shared_hole``: an in-painting canvas masks the same square position in its
     example and its query (the official task-vector code's shared-random variant), instead of a
     position per image.
     """
@@ -540,7 +540,7 @@ a one-shot prompt carries information a zero-shot prompt lacks:
 | inpainting | image with a black square (4 px, the official 27/111 of the cell side) -> ... | {' / '.join(_INPAINT_WORDS.get(x, x) for x in lat['inpainting'])}{where} | restore |
 | colorization | luma -> colour | one of {len(lat['colorization'])} three-colour palettes with the same lumas (the grey query cannot tell them apart) | palette 0 |
 
-Latents are drawn uniformly, so no named task's latent is the zero-shot prior's mode.
+Latents are drawn uniformly (a latent listed twice, twice as often), so no named task's latent is the most frequent.
 
 {h['n_episodes']} episodes (twins sharing family and latent; families drawn
 {' / '.join(f"{k} {v / sum(fw.values()):.0%}" for k, v in fw.items())}), seed {h['seed']}.
