@@ -53,6 +53,7 @@ def test_trainer_writes_a_loadable_model(tmp_path):
     assert set(r["metrics"]) == {"disk", "square", "cross"}
     m = toy.load_toy_seggpt(weights_dir=tmp_path)
     assert m.adapter.name == "seggpt"
+    assert toy.load_toy_seggpt(weights_dir=d).fingerprint == m.fingerprint  # the model's own folder works too
 
 
 def test_compare_runs_on_both_visual_toys(tmp_path):

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import nnvtv
 from nnvtv.cli import app
+from nnvtv.errors import CheckpointError
 
 # the bars live beside the trainer that writes them into the model card
 TASKS = train_toy.TASKS
@@ -189,3 +190,18 @@ def test_cli_find_writes_the_image_grid(tmp_path):
     again = runner.invoke(app, ["evaluate", "--vector", str(tmp_path), "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.output)["scores"]["task_vector"] == pytest.approx(data["scores"]["task_vector"])
+
+
+def test_weights_dir_is_the_model_folder_or_one_that_holds_it(tmp_path):
+    """``weights_dir`` takes the trainer's ``--out`` (the model's own folder) or a folder holding
+    ``toy-visual/`` (as the text and SegGPT toys' trainers write); anything else says how to rebuild."""
+    import shutil
+
+    shutil.copytree(WEIGHTS_DIR / "toy-visual", tmp_path / "toy-visual")
+    shipped = nnvtv.load("toy-visual")
+    for folder in (tmp_path, tmp_path / "toy-visual"):
+        assert nnvtv.load("toy-visual", weights_dir=folder).fingerprint == shipped.fingerprint
+    (tmp_path / "half").mkdir()
+    shutil.copy(WEIGHTS_DIR / "toy-visual" / "model.safetensors", tmp_path / "half")  # no config.json
+    with pytest.raises(CheckpointError, match=r"config\.json.*train-toy visual --out"):
+        nnvtv.load("toy-visual", weights_dir=tmp_path / "half")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nnvtv.adapters.toy.shipped import weights_folder
+
 from nnvtv.catalog import ModelEntry, register_model
 from nnvtv.errors import CheckpointError
 from nnvtv.model import Model, wrap
@@ -33,13 +35,11 @@ def load_mae_vqgan(checkpoint: str | os.PathLike[str] | None = None) -> Model:
 
 def load_toy_visual(weights_dir: str | os.PathLike[str] | None = None) -> Model:
     """The shipped ``toy-visual`` model (safetensors with its config), wrapped; ``weights_dir``:
-    the ``--out`` folder of ``nnvtv train-toy visual`` instead."""
+    the ``--out`` folder of ``nnvtv train-toy visual`` instead (or a folder holding ``toy-visual/``)."""
     from .checkpoint import load_checkpoint
 
-    f = (Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR / "toy-visual") / "model.safetensors"
-    if not f.exists():
-        raise CheckpointError(f"weights for 'toy-visual' are missing ({f}); reinstall nnvtv or run `nnvtv train-toy visual`")
-    return wrap(load_checkpoint(f), adapter=MAE_VQGAN, name="toy-visual")
+    d = weights_folder("toy-visual", weights_dir, retrain="nnvtv train-toy visual --out DIR", shipped=WEIGHTS_DIR)
+    return wrap(load_checkpoint(d / "model.safetensors"), adapter=MAE_VQGAN, name="toy-visual")
 
 
 _SEARCH_DEFAULTS = {"budget": 2048}

@@ -12,17 +12,25 @@ __all__ = ["WEIGHTS_DIR", "weights_folder"]
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
-def weights_folder(name: str, weights_dir: str | os.PathLike[str] | None = None, *, retrain: str) -> Path:
-    """``<weights_dir>/<name>`` holding ``model.safetensors`` + ``config.json``.
+def weights_folder(
+    name: str, weights_dir: str | os.PathLike[str] | None = None, *, retrain: str, shipped: Path = WEIGHTS_DIR
+) -> Path:
+    """The folder holding ``name``'s ``model.safetensors`` + ``config.json``.
+
+    ``weights_dir`` may be either a folder that holds ``<name>/`` (the shipped weights' folder, or
+    the ``--out`` of a trainer that writes ``--out/<name>/``) or the model's own folder (the
+    ``--out`` of one that writes there); ``None``: ``shipped/<name>``, the weights in the package.
 
     Raises:
-        CheckpointError: either file is missing; the message gives ``retrain`` (the command
+        CheckpointError: neither holds both files; the message gives ``retrain`` (the command
             that rebuilds them).
     """
-    d = (Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR) / name
-    if not (d / "model.safetensors").exists() or not (d / "config.json").exists():
-        raise CheckpointError(
-            f"weights for {name!r} are missing from {d}; reinstall nnvtv or rebuild them with "
-            f"`{retrain}`"
-        )
-    return d
+    candidates = [shipped / name] if weights_dir is None else [Path(weights_dir) / name, Path(weights_dir)]
+    for d in candidates:
+        if (d / "model.safetensors").exists() and (d / "config.json").exists():
+            return d
+    where = " or ".join(str(d) for d in candidates)
+    raise CheckpointError(
+        f"weights for {name!r} (model.safetensors + config.json) are missing from {where}; reinstall "
+        f"nnvtv or rebuild them with `{retrain}`"
+    )
