@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import nnvtv
 from nnvtv.cli import app
-from nnvtv.errors import CheckpointError
+from nnvtv.errors import CheckpointError, ConfigError
 
 # the bars live beside the trainer that writes them into the model card
 TASKS = train_toy.TASKS
@@ -118,8 +118,6 @@ def test_shipped_card_is_what_the_trainer_writes_from_its_records():
 
 
 def test_bad_recipe_knobs_are_refused():
-    from nnvtv.errors import ConfigError
-
     with pytest.raises(ConfigError, match="inpainting training latents"):
         train_toy.resolve_latents({"inpainting": ("restore", "sideways")})
     with pytest.raises(ConfigError, match="non-empty"):

@@ -313,6 +313,13 @@ def hole_side(cell: int) -> int:
     return max(3, round(cell * 27 / 111))
 
 
+def _check_placement(hole: str) -> None:
+    """A data source's placement is a :data:`HOLE_PLACEMENTS` name (its images may differ in size,
+    so an explicit position belongs to :func:`render_pair` / :func:`transform_pair`)."""
+    if hole not in HOLE_PLACEMENTS:
+        raise ConfigError(f"hole must be one of {HOLE_PLACEMENTS}, got {hole!r}")
+
+
 def hole_origin(cell: int, hole: Hole, rng: np.random.Generator) -> tuple[int, int]:
     """Top-left ``(row, col)`` of the in-painting square in a ``cell``-px image."""
     side = hole_side(cell)
@@ -395,8 +402,7 @@ class Procedural(PairSource):
         ok = LATENTS[self.family]
         if self.latent not in ok:
             raise ConfigError(f"{self.family} latent must be one of {ok}, got {self.latent!r}")
-        if self.hole not in HOLE_PLACEMENTS:
-            raise ConfigError(f"hole must be one of {HOLE_PLACEMENTS}, got {self.hole!r}")
+        _check_placement(self.hole)
 
     def __len__(self) -> int:
         return self.size
@@ -468,8 +474,7 @@ class FolderImages(PairSource):
         self.paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in _IMAGE_EXT) if self.root.is_dir() else []
         if not self.paths:
             raise EmptyDataError(f"no images ({', '.join(_IMAGE_EXT)}) under {self.root}")
-        if hole not in HOLE_PLACEMENTS:
-            raise ConfigError(f"hole must be one of {HOLE_PLACEMENTS}, got {hole!r}")
+        _check_placement(hole)
         self.family, self.latent, self.seed, self.hole = family, latent, seed, hole
 
     def __len__(self) -> int:
