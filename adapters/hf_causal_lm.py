@@ -6,15 +6,18 @@ Head outputs live at the input of each layer's attention output projection
 Gemma) share key/value heads, but every query head still writes its own ``head_dim``
 slice into the output projection, so that is the unit we patch.
 
-A new decoder-only family is one more row here (plus a tiny-config test).
+A new decoder-only family is one more row of ``ROWS`` here, plus a tiny config in
+``tests/conftest.py`` (``tests/test_table_coverage.py`` fails without one).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from nnvtv.adapter import AdapterSpec, StreamSpec, register_adapter
 from nnvtv.text_io import TextIO
 
-__all__ = ["CAUSAL_LM_ADAPTERS"]
+__all__ = ["CAUSAL_LM_ADAPTERS", "ROWS", "Row", "adapter_spec"]
 
 _LAYERS = ("num_hidden_layers", "n_layer", "num_layers")
 _HEADS = ("num_attention_heads", "n_head")
@@ -40,51 +43,57 @@ def _stream(block: str, attn_out: str, *, head_dim: tuple[str, ...] = ()) -> Str
 _GPT2_LIKE = _stream("transformer.h.{i}", "transformer.h.{i}.attn.c_proj")
 _GPTJ = _stream("transformer.h.{i}", "transformer.h.{i}.attn.out_proj")
 _NEOX = _stream("gpt_neox.layers.{i}", "gpt_neox.layers.{i}.attention.dense")
-_LLAMA_LIKE = _stream("model.layers.{i}", "model.layers.{i}.self_attn.o_proj", head_dim=("head_dim",))
+_LLAMA_LIKE = _stream(
+    "model.layers.{i}", "model.layers.{i}.self_attn.o_proj", head_dim=("head_dim",)
+)
 _PHI = _stream("model.layers.{i}", "model.layers.{i}.self_attn.dense", head_dim=("head_dim",))
 
-#: family name -> (config.model_type values, stream)
-_TABLE: dict[str, tuple[tuple[str, ...], StreamSpec]] = {
-    "gpt2": (("gpt2",), _GPT2_LIKE),
-    "gpt_neox": (("gpt_neox",), _NEOX),
-    "gptj": (("gptj",), _GPTJ),
-    "llama": (("llama",), _LLAMA_LIKE),
-    "mistral": (("mistral",), _LLAMA_LIKE),
-    "qwen2": (("qwen2",), _LLAMA_LIKE),
-    "qwen3": (("qwen3",), _LLAMA_LIKE),
-    "gemma": (("gemma",), _LLAMA_LIKE),
-    "gemma2": (("gemma2",), _LLAMA_LIKE),
-    "olmo": (("olmo", "olmo2"), _LLAMA_LIKE),
-    "phi": (("phi",), _PHI),
-    "phi3": (("phi3",), _LLAMA_LIKE),
-}
 
-#: family name -> model class names, matched anywhere in a model's MRO, so a subclass still
-#: finds its family when its config has another ``model_type``
-_CLASSES: dict[str, tuple[str, ...]] = {
-    "gpt2": ("GPT2LMHeadModel",),
-    "gpt_neox": ("GPTNeoXForCausalLM",),
-    "gptj": ("GPTJForCausalLM",),
-    "llama": ("LlamaForCausalLM",),
-    "mistral": ("MistralForCausalLM",),
-    "qwen2": ("Qwen2ForCausalLM",),
-    "qwen3": ("Qwen3ForCausalLM",),
-    "gemma": ("GemmaForCausalLM",),
-    "gemma2": ("Gemma2ForCausalLM",),
-    "olmo": ("OlmoForCausalLM", "Olmo2ForCausalLM"),
-    "phi": ("PhiForCausalLM",),
-    "phi3": ("Phi3ForCausalLM",),
-}
+@dataclass(frozen=True)
+class Row:
+    """One family of the table.
 
-CAUSAL_LM_ADAPTERS: list[AdapterSpec] = [
-    register_adapter(
-        AdapterSpec(
-            name=name,
-            model_types=types,
-            streams=(stream,),
-            io=TextIO,
-            model_classes=_CLASSES.get(name, ()),
-        )
+    Attributes:
+        name: the adapter's name.
+        model_types: ``config.model_type`` values it serves.
+        model_classes: model class names, matched anywhere in a model's MRO, so a subclass
+            still finds its family when its config has another ``model_type``.
+        stream: where the blocks and the attention output projection are.
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    model_classes: tuple[str, ...]
+    stream: StreamSpec
+
+
+#: Every family, one row each. Each row has a tiny random-init config in ``tests/conftest.py``
+#: (``FAMILIES``, one per ``model_type``); ``tests/test_table_coverage.py`` fails without it.
+ROWS: tuple[Row, ...] = (
+    Row("gpt2", ("gpt2",), ("GPT2LMHeadModel",), _GPT2_LIKE),
+    Row("gpt_neox", ("gpt_neox",), ("GPTNeoXForCausalLM",), _NEOX),
+    Row("gptj", ("gptj",), ("GPTJForCausalLM",), _GPTJ),
+    Row("llama", ("llama",), ("LlamaForCausalLM",), _LLAMA_LIKE),
+    Row("mistral", ("mistral",), ("MistralForCausalLM",), _LLAMA_LIKE),
+    Row("qwen2", ("qwen2",), ("Qwen2ForCausalLM",), _LLAMA_LIKE),
+    Row("qwen3", ("qwen3",), ("Qwen3ForCausalLM",), _LLAMA_LIKE),
+    Row("gemma", ("gemma",), ("GemmaForCausalLM",), _LLAMA_LIKE),
+    Row("gemma2", ("gemma2",), ("Gemma2ForCausalLM",), _LLAMA_LIKE),
+    Row("olmo", ("olmo", "olmo2"), ("OlmoForCausalLM", "Olmo2ForCausalLM"), _LLAMA_LIKE),
+    Row("phi", ("phi",), ("PhiForCausalLM",), _PHI),
+    Row("phi3", ("phi3",), ("Phi3ForCausalLM",), _LLAMA_LIKE),
+)
+
+
+def adapter_spec(row: Row) -> AdapterSpec:
+    """The :class:`AdapterSpec` of one row (text in, next-token logits out)."""
+    return AdapterSpec(
+        name=row.name,
+        model_types=row.model_types,
+        streams=(row.stream,),
+        io=TextIO,
+        model_classes=row.model_classes,
     )
-    for name, (types, stream) in _TABLE.items()
-]
+
+
+CAUSAL_LM_ADAPTERS: list[AdapterSpec] = [register_adapter(adapter_spec(row)) for row in ROWS]
