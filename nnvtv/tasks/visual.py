@@ -90,9 +90,9 @@ def canvas_geometry(model: Model) -> CanvasGeometry:
     g = getattr(model.io, "geometry", None)
     if not isinstance(g, CanvasGeometry):
         raise ConfigError(
-            f"model {model.name!r} cannot run a visual task: its I/O has no canvas geometry "
+            f"model {model.name!r} is not a visual-prompting model: its I/O has no canvas geometry "
             "(model.io.geometry), so there is no 2 x 2 canvas to put the example and query pairs in; "
-            "use a visual-prompting image model (`nnvtv models` lists every model with its modality)"
+            "visual tasks run on image models (`nnvtv models` lists every model with its modality)"
         )
     return g
 
