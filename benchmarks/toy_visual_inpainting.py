@@ -25,7 +25,8 @@ import torch
 from nnvtv.adapters.mae_vqgan import train_toy
 
 import nnvtv
-from nnvtv.tasks.visual import Procedural, VisualTask
+from nnvtv.tasks.sources import Procedural
+from nnvtv.tasks.visual import VisualTask
 
 _FW = {"segmentation": 0.4, "low-light": 0.1, "inpainting": 0.35, "colorization": 0.15}
 _KEEP = {"inpainting": ("restore", "keep")}
@@ -85,7 +86,7 @@ def evaluate(model: nnvtv.Model) -> dict[str, Any]:
 def vqgan_ceiling(model: nnvtv.Model, n: int = 32) -> dict[str, float]:
     """MSE against the restored image of the VQGAN's own rendering (ground-truth codes decoded, as
     a perfect MAE would predict them) of the restored image and of the image with its square kept black."""
-    from nnvtv.tasks.visual import mse
+    from nnvtv.tasks.image_metrics import mse
 
     g, mod = model.io.geometry, model.module
     split = CENTRED.split(0)

@@ -154,7 +154,7 @@ def test_shared_hole_puts_the_example_square_where_the_query_square_is():
 
 def test_change_weights_single_out_the_codes_that_differ_from_the_query():
     from nnvtv.canvas import make_canvas
-    from nnvtv.tasks.visual import render_pair
+    from nnvtv.tasks.procedural import render_pair
 
     g = _toy_geometry()
     holed, full = render_pair("inpainting", "restore", 3, g.cell, hole=(0, 0))

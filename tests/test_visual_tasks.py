@@ -20,22 +20,10 @@ from nnvtv.canvas import (
 )
 from nnvtv.errors import ConfigError, EmptyDataError, ShapeMismatchError
 from nnvtv.tasks import get as get_task
-from nnvtv.tasks.visual import (
-    PALETTES,
-    FolderImages,
-    FolderSegmentation,
-    Procedural,
-    VisualTask,
-    binarize,
-    hole_origin,
-    hole_side,
-    iou,
-    mse,
-    prompt_candidates,
-    quantize,
-    render_pair,
-    select_prompts,
-)
+from nnvtv.tasks.image_metrics import binarize, iou, mse, quantize
+from nnvtv.tasks.procedural import PALETTES, hole_origin, hole_side, render_pair
+from nnvtv.tasks.sources import FolderImages, FolderSegmentation, Procedural
+from nnvtv.tasks.visual import VisualTask, prompt_candidates, select_prompts
 
 
 @pytest.fixture(autouse=True)

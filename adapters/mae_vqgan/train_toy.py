@@ -31,7 +31,7 @@ from nnvtv.adapters.toy.schedule import warmup_cosine
 
 from nnvtv.canvas import CanvasGeometry, make_canvas, normalize
 from nnvtv.errors import ConfigError
-from nnvtv.tasks.visual import FAMILIES, LATENTS, PALETTES, SHAPES, hole_origin, render_pair
+from nnvtv.tasks.procedural import FAMILIES, LATENTS, PALETTES, SHAPES, hole_origin, render_pair
 
 from .adapter import layout
 from .checkpoint import save_checkpoint

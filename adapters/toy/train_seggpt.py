@@ -34,7 +34,9 @@ import numpy as np
 import torch
 
 from nnvtv.canvas import normalize
-from nnvtv.tasks.visual import SHAPES, Procedural, VisualTask, render_pair
+from nnvtv.tasks.procedural import SHAPES, render_pair
+from nnvtv.tasks.sources import Procedural
+from nnvtv.tasks.visual import VisualTask
 
 from .schedule import warmup_cosine
 from .seggpt import NAME, TOY_SEGGPT_CONFIG, build_model
