@@ -16,13 +16,18 @@ evaluation and history. Strategies never see a model: only masks in, losses out.
 from __future__ import annotations
 
 import abc
-import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from nnvtv.errors import ConfigError, ObjectiveError, ShapeMismatchError, StrategyStateError
+# the strategy modules import _check_choice, _check_float and _check_positive_int from here;
+# they are nnvtv.checks' validators (the one set), under the names those modules use
+from nnvtv.checks import choice as _check_choice  # noqa: F401
+from nnvtv.checks import int_at_least
+from nnvtv.checks import number_in as _check_float  # noqa: F401
+from nnvtv.checks import positive_int as _check_positive_int
+from nnvtv.errors import ObjectiveError, ShapeMismatchError, StrategyStateError
 
 __all__ = [
     "BaseStrategy",
@@ -106,10 +111,8 @@ class BaseStrategy(abc.ABC):
     """
 
     def __init__(self, n_sites: int, *, seed: int = 0) -> None:
-        if isinstance(n_sites, bool) or not isinstance(n_sites, int) or n_sites < 1:
-            raise ConfigError(f"n_sites must be a positive int, got {n_sites!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
+        _check_positive_int("n_sites", n_sites)
+        int_at_least("seed", seed, 0)
         self._n_sites = n_sites
         self._seed = seed
         self._generation = 0
@@ -216,34 +219,3 @@ class BaseStrategy(abc.ABC):
         self.__dict__.update(state)
         self._generator = torch.Generator()
         self._generator.set_state(gen_state)
-
-
-def _check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        extra = " or None" if allow_none else ""
-        raise ConfigError(f"{name} must be a positive int{extra}, got {value!r}")
-
-
-def _check_float(
-    name: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    if low is not None and (value < low or (low_open and value == low)):
-        op = ">" if low_open else ">="
-        raise ConfigError(f"{name} must be {op} {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ConfigError(f"{name} must be <= {high}, got {value!r}")
-    return float(value)
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from nnvtv.checks import number_in, positive_int
 from nnvtv.errors import ConfigError, DTypeMismatchError, ShapeMismatchError
 
 from ._protocol import ObjectiveError, Strategy
@@ -110,11 +111,6 @@ class SearchRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
 def _check_masks(masks: Any, n_sites: int, population: int, name: str) -> torch.Tensor:
     if not isinstance(masks, torch.Tensor):
         raise ShapeMismatchError(
@@ -184,13 +180,10 @@ def run_search(
     Returns:
         A :class:`SearchRun`.
     """
-    _check_int("n_sites", n_sites, 1)
-    _check_int("budget", budget, 1)
-    _check_int("eval_every", eval_every, 1)
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
-        raise ConfigError(f"sparsity must be a number >= 0, got {sparsity!r}")
-    if not math.isfinite(sparsity) or sparsity < 0:
-        raise ConfigError(f"sparsity must be a finite number >= 0, got {sparsity!r}")
+    positive_int("n_sites", n_sites)
+    positive_int("budget", budget)
+    positive_int("eval_every", eval_every)
+    number_in("sparsity", sparsity, low=0.0)
     if isinstance(strategy, str):
         name = strategy
         strat = get_strategy(strategy, n_sites, seed=seed, **strategy_options)
