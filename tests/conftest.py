@@ -61,13 +61,16 @@ class Family:
     #: {stream: (group, ...)}
     groups: dict[str, tuple[str, ...]]
     kind: str  # "text", "vit", "vit_mae"
+    #: key in ``FAMILIES`` (and test ids) when it differs from ``name``: one adapter row
+    #: serving several ``model_type`` values (olmo, olmo2) gets one tiny config per type
+    key: str = ""
 
     def build(self, seed: int = 0) -> torch.nn.Module:
         torch.manual_seed(seed)
         return self.cls(self.make_config()).eval()
 
 
-def _text(name, cls, make_config, n_heads, head_dim, block, attn_out) -> Family:
+def _text(name, cls, make_config, n_heads, head_dim, block, attn_out, key="") -> Family:
     return Family(
         name=name,
         cls=cls,
@@ -76,11 +79,12 @@ def _text(name, cls, make_config, n_heads, head_dim, block, attn_out) -> Family:
         paths={"": (block, attn_out)},
         groups={"": ("last",)},
         kind="text",
+        key=key,
     )
 
 
 FAMILIES: dict[str, Family] = {
-    f.name: f
+    f.key or f.name: f
     for f in [
         _text(
             "gpt2",
@@ -167,6 +171,46 @@ FAMILIES: dict[str, Family] = {
             "model.layers.{i}.self_attn.o_proj",
         ),
         _text(
+            "qwen3",
+            T.Qwen3ForCausalLM,
+            # explicit head_dim 8 != hidden 16 / 4 heads (default 128); 2 KV heads
+            lambda: T.Qwen3Config(**LLAMA_SIZES, head_dim=8, **SPECIAL),
+            4,
+            8,
+            "model.layers.{i}",
+            "model.layers.{i}.self_attn.o_proj",
+        ),
+        _text(
+            "gemma2",
+            T.Gemma2ForCausalLM,
+            # explicit head_dim 8 (default 256); 2 KV heads; a sliding window shorter than
+            # the test prompts, so its sliding layer (layer 0) really windows
+            lambda: T.Gemma2Config(**LLAMA_SIZES, head_dim=8, sliding_window=4, **SPECIAL),
+            4,
+            8,
+            "model.layers.{i}",
+            "model.layers.{i}.self_attn.o_proj",
+        ),
+        _text(
+            "olmo",
+            T.OlmoForCausalLM,
+            lambda: T.OlmoConfig(**LLAMA_SIZES, **SPECIAL),  # no head_dim key: 16 / 4
+            4,
+            4,
+            "model.layers.{i}",
+            "model.layers.{i}.self_attn.o_proj",
+        ),
+        _text(
+            "olmo",  # the olmo row serves model_type olmo2 too
+            T.Olmo2ForCausalLM,
+            lambda: T.Olmo2Config(**LLAMA_SIZES, **SPECIAL),
+            4,
+            4,
+            "model.layers.{i}",
+            "model.layers.{i}.self_attn.o_proj",
+            key="olmo2",
+        ),
+        _text(
             "phi",
             T.PhiForCausalLM,
             lambda: T.PhiConfig(
@@ -182,6 +226,16 @@ FAMILIES: dict[str, Family] = {
             8,
             "model.layers.{i}",
             "model.layers.{i}.self_attn.dense",
+        ),
+        _text(
+            "phi3",
+            T.Phi3ForCausalLM,
+            # fused qkv_proj; 2 KV heads; no head_dim key: 16 / 4
+            lambda: T.Phi3Config(**LLAMA_SIZES, **SPECIAL),
+            4,
+            4,
+            "model.layers.{i}",
+            "model.layers.{i}.self_attn.o_proj",
         ),
         Family(
             name="vit",
