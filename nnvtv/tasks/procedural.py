@@ -1,9 +1,9 @@
 """Procedural image pairs: the data generators of the visual in-context tasks (a public module).
 
-This is *the* data module for procedural images: :mod:`nnvtv.tasks.sources` (the
-:class:`~nnvtv.tasks.sources.Procedural` source of :class:`~nnvtv.tasks.visual.VisualTask`)
-and the toy-model trainers (``adapters/mae_vqgan/train_toy.py``, ``adapters/toy/train_seggpt.py``)
-import their pairs from here, so the tasks and the shipped toy models see the same pixels.
+This is *the* data module for procedural images, and a public one: :mod:`nnvtv.tasks.sources`
+(the :class:`~nnvtv.tasks.sources.Procedural` source of :class:`~nnvtv.tasks.visual.VisualTask`)
+and the adapters' toy-model trainers import their pairs from here, so the tasks and the shipped
+toy models see the same pixels.
 Everything is deterministic: :func:`render_pair` seeds its own generator from
 ``(family, seed, cell)``, so changing a draw here changes what the shipped toy models were
 trained on.
