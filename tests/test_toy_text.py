@@ -50,8 +50,12 @@ def test_icl_is_high_and_zero_shot_near_chance(toy):
 
 def test_default_find_is_reproducible_and_within_budget(toy, default_result):
     r = default_result
-    assert r.forward_passes <= r.run.budget
-    assert 0 <= r.n_sites <= len(r.space)
+    assert r.forward_passes == r.run.forward_passes == r.history[-1].forward_passes <= r.run.budget
+    # the saved vector is what the search chose: the sites of its final mask, in site-space
+    # order, each holding its ICL mean (seed 0: 4 of 16 heads, L1.H0-H3)
+    assert r.task_vector.sites == r.space.select(r.run.mask)
+    assert r.n_sites == int(r.run.mask.sum()) >= 1
+    assert all(torch.equal(r.task_vector.values[s], r.means[s]) for s in r.task_vector.sites)
     again = nnvtv.find(toy, seed=0)
     assert again.task_vector.sites == r.task_vector.sites
     assert again.scores.task_vector == r.scores.task_vector
