@@ -1,9 +1,8 @@
-"""Built-in adapters (imported as ``nnvtv.adapters``): one module per model family.
+"""nnvtv's own model families, imported as ``nnvtv.adapters``: one module (or package) per family.
 
-Importing this package registers every built-in table with :mod:`nnvtv.adapter` and every
-shipped model with :mod:`nnvtv.catalog`.
+Each family module holds an adapter table (:class:`nnvtv.AdapterSpec` rows and the family's
+:class:`nnvtv.ModelIO`) and, where it has them, catalogue models, tasks and toy trainers, all
+listed in a ``PLUGIN`` list that the entry-point group ``nnvtv.adapters`` (declared in
+nnvtv's ``pyproject.toml``) registers, exactly as a third-party package's plug-in would be.
+Nothing here is imported by the core; importing this package registers nothing by itself.
 """
-
-from nnvtv.adapters import hf_causal_lm, hf_seggpt, hf_vit, mae_vqgan, smollm2  # noqa: F401
-from nnvtv.adapters.toy import catalog  # noqa: F401
-from nnvtv.adapters.toy import seggpt as _toy_seggpt  # noqa: F401

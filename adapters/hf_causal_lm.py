@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nnvtv.adapter import AdapterSpec, StreamSpec, register_adapter
+from nnvtv.adapter import AdapterSpec, StreamSpec
 from nnvtv.text_io import TextIO
 
-__all__ = ["CAUSAL_LM_ADAPTERS", "ROWS", "Row", "adapter_spec"]
+__all__ = ["CAUSAL_LM_ADAPTERS", "PLUGIN", "ROWS", "Row", "adapter_spec"]
 
 _LAYERS = ("num_hidden_layers", "n_layer", "num_layers")
 _HEADS = ("num_attention_heads", "n_head")
@@ -96,4 +96,7 @@ def adapter_spec(row: Row) -> AdapterSpec:
     )
 
 
-CAUSAL_LM_ADAPTERS: list[AdapterSpec] = [register_adapter(adapter_spec(row)) for row in ROWS]
+CAUSAL_LM_ADAPTERS: list[AdapterSpec] = [adapter_spec(row) for row in ROWS]
+
+#: what the entry point ``hf_causal_lm`` registers
+PLUGIN = CAUSAL_LM_ADAPTERS

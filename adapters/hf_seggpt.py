@@ -8,9 +8,10 @@ by side in the batch: the *image* copy (prompt image over query image) and the *
 are averaged into one grid (``[batch, H, W, C]``). Activations are 2-D grids, not sequences.
 
 Sites: the per-head slices of the input of each layer's ``model.encoder.layers.{i}.attention.proj``
-(``[copies * batch, H, W, n_heads * head_dim]``). Groups, on the patch grid (``H x W`` cells per
-copy, raster order; the mask copy's cells come after the image copy's, see
-:func:`nnvtv._trace.fold`):
+(``[copies * batch, H, W, n_heads * head_dim]``). :class:`GridLayout` folds such a value onto the
+``[batch, copies * H * W, width]`` sequence the core works in: copy ``c``, cell ``(i, j)`` is
+position ``c * H * W + i * W + j``. Groups, on that folded grid (raster order; the mask copy's
+cells come after the image copy's):
 
 * ``prompt_image``: image copy, top half (the prompt image);
 * ``query_image``: image copy, bottom half (the query image);
@@ -41,12 +42,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nnvtv.adapter import AdapterSpec, ModelIO, StreamSpec, register_adapter
+from nnvtv.adapter import AdapterSpec, ModelIO, StreamSpec, ValueLayout
 from nnvtv.canvas import denormalize, normalize
 from nnvtv.errors import ConfigError, EmptyDataError, ShapeMismatchError
 from nnvtv.inputs import ModelInputs
 
-__all__ = ["SEGGPT", "SegGptIO", "seggpt_geometry"]
+__all__ = ["SEGGPT", "SegGptIO", "GridLayout", "seggpt_geometry"]
 
 GROUPS = ("prompt_image", "prompt_mask", "query_image", "query_pred")
 #: SegGptImageProcessor normalises images and masks with the ImageNet statistics, as the
@@ -79,6 +80,37 @@ def seggpt_geometry(config: Any) -> dict[str, int]:
     }
 
 
+class GridLayout(ValueLayout):
+    """A grid value ``[copies * batch, *cells, width]`` (copy-major) folded onto ``[batch, pos, width]``.
+
+    Copy ``c``, cell ``(i, j, ...)`` in raster order is position ``c * n_cells + raster(i, j, ...)``.
+    Group positions are written for the widest layout (both copies); where the model has merged
+    its copies (fewer copies in a later layer), a position of copy ``c`` addresses copy
+    ``c mod copies`` of that layer: the merged cell.
+
+    Attributes:
+        shape: the value's own shape.
+        copies: stacked copies of the batch in this value (``2`` before SegGPT's merge, ``1`` after).
+        cells: cells per copy.
+    """
+
+    def __init__(self, shape: tuple[int, ...], copies: int, cells: int) -> None:
+        self.shape, self.copies, self.cells = shape, copies, cells
+
+    def fold(self, x: torch.Tensor) -> torch.Tensor:
+        m, w = self.copies, x.shape[-1]
+        b = x.shape[0] // m
+        return x.reshape(m, b, self.cells, w).transpose(0, 1).reshape(b, m * self.cells, w)
+
+    def unfold(self, y: torch.Tensor) -> torch.Tensor:
+        b, w = y.shape[0], y.shape[-1]
+        return y.reshape(b, self.copies, self.cells, w).transpose(0, 1).reshape(self.shape)
+
+    def positions(self, positions: torch.Tensor) -> torch.Tensor:
+        copy = torch.div(positions, self.cells, rounding_mode="floor") % self.copies
+        return copy * self.cells + positions % self.cells
+
+
 class SegGptIO(ModelIO):
     """SegGPT one-shot segmentation: (prompt image, prompt mask, query) -> query mask.
 
@@ -99,7 +131,7 @@ class SegGptIO(ModelIO):
     answer cell MAE-style readouts give.
     """
 
-    readout_kind = "patches"
+    modality = "image"
 
     @property
     def geometry(self) -> Any:
@@ -118,6 +150,18 @@ class SegGptIO(ModelIO):
 
     def groups(self) -> dict[str, tuple[str, ...]]:
         return {"": GROUPS}
+
+    def layout(self, x: torch.Tensor, batch: int) -> ValueLayout:
+        """SegGPT's grids ``[copies * batch, H, W, width]`` (see :class:`GridLayout`)."""
+        if x.dim() < 3 or x.shape[0] % batch != 0:
+            raise ShapeMismatchError(
+                f"a SegGPT site value must be [copies * batch, H, W, width] for a batch of {batch}; "
+                f"got {tuple(x.shape)}"
+            )
+        cells = 1
+        for n in x.shape[1:-1]:
+            cells *= int(n)
+        return GridLayout(tuple(x.shape), x.shape[0] // batch, cells)
 
     def positions(self, batch: int) -> dict[str, torch.Tensor]:
         """``{group: LongTensor [batch, rows/2 * cols]}`` on the folded 2-copy grid."""
@@ -226,20 +270,21 @@ class SegGptIO(ModelIO):
         )
 
 
-SEGGPT = register_adapter(
-    AdapterSpec(
-        name="seggpt",
-        model_types=("seggpt",),
-        model_classes=("SegGptForImageSegmentation",),
-        io=SegGptIO,
-        streams=(
-            StreamSpec(
-                block=("model.encoder.layers.{i}",),
-                attn_out=("model.encoder.layers.{i}.attention.proj",),
-                n_layers=("num_hidden_layers",),
-                n_heads=("num_attention_heads",),
-                d_model=("hidden_size",),
-            ),
+SEGGPT = AdapterSpec(
+    name="seggpt",
+    model_types=("seggpt",),
+    model_classes=("SegGptForImageSegmentation",),
+    io=SegGptIO,
+    streams=(
+        StreamSpec(
+            block=("model.encoder.layers.{i}",),
+            attn_out=("model.encoder.layers.{i}.attention.proj",),
+            n_layers=("num_hidden_layers",),
+            n_heads=("num_attention_heads",),
+            d_model=("hidden_size",),
         ),
-    )
+    ),
 )
+
+#: what the entry point ``hf_seggpt`` registers
+PLUGIN = [SEGGPT]

@@ -24,9 +24,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from nnvtv.catalog import ModelEntry, register_model
+from nnvtv.catalog import ModelEntry
 from nnvtv.errors import CheckpointError, MissingDependencyError
-from nnvtv.model import Model, wrap
+from nnvtv.model import Model
+from nnvtv.wrapping import wrap
 
 __all__ = [
     "NAME",
@@ -37,6 +38,7 @@ __all__ = [
     "gguf_path",
     "convert",
     "load_smollm2",
+    "PLUGIN",
 ]
 
 NAME = "smollm2-135m"
@@ -181,7 +183,8 @@ def load_smollm2(cache: Path | None = None) -> Model:
     return wrap(module, tokenizer, name=NAME, meta={"prompt_format": PROMPT_FORMAT})
 
 
-register_model(
+#: what the entry point ``smollm2`` registers
+PLUGIN = [
     ModelEntry(
         name=NAME,
         description=f"SmolLM2-135M-Instruct (Llama, 30 layers x 9 heads, d 576) from `{INSTALL}`",
@@ -195,4 +198,4 @@ register_model(
         # 55 s but gave 0.13.
         defaults={"budget": 1024, "strategy_options": {"reinforce": {"samples": 16}}},
     )
-)
+]

@@ -7,7 +7,7 @@
 >>> result.task_vector.save("runs/perm_a")
 """
 
-from nnvtv import errors, recipes, search, tasks
+from nnvtv import errors, recipes, search, tasks, toys
 from nnvtv.activations import Means, mean_activations
 from nnvtv.adapter import (
     AdapterSpec,
@@ -21,10 +21,11 @@ from nnvtv.catalog import list_models, load, register_model
 from nnvtv.compare import Comparison, compare
 from nnvtv.find import Scores, SearchResult, evaluate, find
 from nnvtv.inputs import ModelInputs
-from nnvtv.model import Model, wrap
+from nnvtv.model import Model
 from nnvtv.patching import Patch, run_masks
 from nnvtv.sites import Site, SiteSpace
 from nnvtv.vector import TaskVector
+from nnvtv.wrapping import wrap
 
 __version__ = "0.1.0"
 
@@ -57,5 +58,6 @@ __all__ = [
     "run_masks",
     "search",
     "tasks",
+    "toys",
     "wrap",
 ]

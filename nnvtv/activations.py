@@ -17,7 +17,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from nnvtv import _trace
 from nnvtv.errors import (
     CheckpointError,
     EmptyDataError,
@@ -28,6 +27,7 @@ from nnvtv.errors import (
 from nnvtv.inputs import ModelInputs
 from nnvtv.patching import Patch
 from nnvtv.sites import Site, SiteSpace
+from nnvtv.tracing import Visit, group_sites, read_heads, where_of
 
 if TYPE_CHECKING:
     from nnvtv.model import Model
@@ -146,20 +146,22 @@ def mean_activations(
     for s in sites:
         model.check_site(s)
     needed: dict[tuple[str, int, str], set[str]] = {}
-    for key, group in _trace.group_sites(sites):
+    for key, group in group_sites(sites):
         needed.setdefault(key, set()).add(group)
     sums: dict[tuple[tuple[str, int, str], str], torch.Tensor] = {}
     count = 0
 
-    def job(inputs: ModelInputs) -> tuple[ModelInputs, list[_trace.Visit], list[tuple[str, int, str]]]:
+    def job(inputs: ModelInputs) -> tuple[ModelInputs, list[Visit], list[tuple[str, int, str]]]:
         # readers RETURN per-group sums (so they also work inside a remote request)
         visits = model.visits(sites)
         for key, groups in needed.items():
             positions = {g: inputs.group_positions(key[0], g) for g in sorted(groups)}
 
-            def reader(x: torch.Tensor, where: str = key[2], n_heads: int = model.streams[key[0]].n_heads, positions: dict[str, torch.Tensor] = positions) -> dict[str, torch.Tensor]:
+            def reader(x: torch.Tensor, layout: Any, where: str = key[2], n_heads: int = model.streams[key[0]].n_heads, positions: dict[str, torch.Tensor] = positions) -> dict[str, torch.Tensor]:
                 # {group: [P, heads, width] float64 sum over the batch}
-                return {g: _trace.read_heads(x, p, where, n_heads).detach().to(torch.float64).sum(0) for g, p in positions.items()}
+                if layout is None:
+                    raise ShapeMismatchError(f"the adapter cannot fold this model's value of shape {tuple(x.shape)} onto [batch, pos, width]")
+                return {g: read_heads(x, p, where, n_heads, layout).detach().to(torch.float64).sum(0) for g, p in positions.items()}
 
             visits[key].reader = reader
         return inputs, list(visits.values()), list(visits)
@@ -176,7 +178,7 @@ def mean_activations(
 
     # locally one traced forward per batch; remotely `remote_batches` batches per request
     per_call = max(1, int(getattr(model, "remote_batches", 1))) if model.remote else 1
-    pending: list[tuple[ModelInputs, list[_trace.Visit], list[tuple[str, int, str]]]] = []
+    pending: list[tuple[ModelInputs, list[Visit], list[tuple[str, int, str]]]] = []
 
     def flush() -> None:
         nonlocal count
@@ -199,6 +201,6 @@ def mean_activations(
         raise EmptyDataError("mean_activations got no batches (the iterable was empty)")
     values = {}
     for s in sites:
-        total = sums[((s.stream, s.layer, _trace.where_of(s)), s.group)]
+        total = sums[((s.stream, s.layer, where_of(s)), s.group)]
         values[s] = (total[:, 0 if s.head is None else s.head] / count).to(torch.float32)
     return Means(values, count=count, fingerprint=model.fingerprint, meta=meta)

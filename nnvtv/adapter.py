@@ -9,31 +9,40 @@ covers renames across library versions. The only code an adapter carries is its
 :class:`ModelIO`: how prompts become :class:`~nnvtv.inputs.ModelInputs` (with group
 positions) and how the output is read.
 
+The :class:`ModelIO` is the one place a family's code lives: it builds inputs and group
+positions, reads the output, says how a grid-shaped module value folds onto
+``[batch, pos, width]`` (:meth:`ModelIO.layout`), and places inputs on the model's device
+(:meth:`ModelIO.place`). The core only ever sees sequences.
+
 Adapters are found by walking the model's class MRO (so subclasses match), then by
-``config.model_type``. Third-party packages register adapters through the entry-point
-group ``nnvtv.adapters`` (each entry point loads an :class:`AdapterSpec` or a list of them)
-or at run time with :func:`register_adapter`.
+``config.model_type``. They live in the registry :data:`ADAPTERS` (the convention of
+:mod:`nnvtv.registry`), filled from the entry-point group ``nnvtv.adapters``: nnvtv's own
+families are registered there exactly like a third-party package's (each entry point loads
+an :class:`AdapterSpec` or a list of them), or at run time with :func:`register_adapter`.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
-import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from nnvtv.errors import AdapterError, ConfigError, UnknownModelError
+from nnvtv.errors import AdapterError, ConfigError, ShapeMismatchError, UnknownModelError
 from nnvtv.inputs import ModelInputs
+from nnvtv.registry import ENTRY_POINT_GROUP, Registry, deprecated_replace
 
 __all__ = [
+    "ADAPTERS",
+    "ENTRY_POINT_GROUP",
     "StreamSpec",
     "AdapterSpec",
     "ModelIO",
+    "ValueLayout",
+    "SEQUENCE",
     "SharedPrefix",
     "StreamInfo",
     "register_adapter",
@@ -42,8 +51,6 @@ __all__ = [
     "config_value",
     "resolve_path",
 ]
-
-ENTRY_POINT_GROUP = "nnvtv.adapters"
 
 
 @dataclass(frozen=True)
@@ -123,17 +130,44 @@ class SharedPrefix:
     row_bytes: Callable[[Any], int]
 
 
+class ValueLayout:
+    """How one module value maps onto the canonical ``[batch, pos, width]`` the core works in.
+
+    The base class is the identity, for sequence models whose values already are
+    ``[batch, pos, width]`` (:data:`SEQUENCE`). A family whose values are grids, or that
+    stacks copies of the batch, returns its own subclass from :meth:`ModelIO.layout` (SegGPT:
+    ``[copies * batch, H, W, width]``, see ``nnvtv.adapters.hf_seggpt``).
+    """
+
+    def fold(self, x: torch.Tensor) -> torch.Tensor:
+        """The module value ``x`` as ``[batch, pos, width]``."""
+        return x
+
+    def unfold(self, y: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`fold`: ``[batch, pos, width]`` back to the module value's shape."""
+        return y
+
+    def positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """Group positions ``LongTensor [batch, P]`` as indices into the folded value."""
+        return positions
+
+
+#: the identity layout of ``[batch, pos, width]`` sequences
+SEQUENCE = ValueLayout()
+
+
 class ModelIO(ABC):
     """The code part of an adapter: prompts -> :class:`ModelInputs`, output -> readout.
 
-    Subclasses declare ``groups`` (per stream) and implement :meth:`build`,
-    :meth:`readout` and :meth:`example`. Options are keyword-only ``__init__`` arguments;
-    unknown options are rejected by :func:`make_io`, never silently ignored.
+    Subclasses declare ``modality`` and ``groups`` (per stream) and implement :meth:`build`,
+    :meth:`readout` and :meth:`example`; grid-shaped models override :meth:`layout`. Options
+    are keyword-only ``__init__`` arguments; unknown options are rejected by :func:`make_io`,
+    never silently ignored.
     """
 
-    #: readout kind understood by tasks: "next_token" (logits [B, V]), "class_logits",
-    #: "patches" (pixel or code predictions) ...
-    readout_kind: ClassVar[str] = "raw"
+    #: what the model reads: ``"text"`` (token ids) or ``"image"`` (pixels, canvases); tasks
+    #: of another modality are refused before any forward pass
+    modality: ClassVar[str] = ""
 
     def __init__(self, module: torch.nn.Module, tokenizer: Any = None) -> None:
         self.module = module
@@ -155,6 +189,26 @@ class ModelIO(ABC):
     def example(self, batch_size: int = 2) -> ModelInputs:
         """A small valid batch, used to check the adapter when a model is wrapped."""
 
+    def layout(self, x: torch.Tensor, batch: int) -> ValueLayout:
+        """How a site's module value ``x`` folds onto ``[batch, pos, width]`` for an input batch of ``batch``.
+
+        Sequence models (the default) need nothing: ``x`` must already be ``[batch, pos, width]``.
+
+        Raises:
+            ShapeMismatchError: ``x`` has a shape this I/O cannot fold.
+        """
+        if x.dim() != 3 or x.shape[0] != batch:
+            raise ShapeMismatchError(
+                f"a site value must be [batch, pos, width] for a batch of {batch}; got {tuple(x.shape)} "
+                f"(a family with grid-shaped values overrides ModelIO.layout)"
+            )
+        return SEQUENCE
+
+    def place(self, inputs: ModelInputs) -> ModelInputs:
+        """``inputs`` on the device the model's forward expects (that of its first parameter)."""
+        device = _input_device(self.module)
+        return inputs if device is None else inputs.to(device)
+
     def shared_prefix(self, inputs: ModelInputs, groups: Collection[tuple[str, str]]) -> SharedPrefix | None:
         """Split ``inputs`` for candidates that patch only ``groups`` (``(stream, group)`` pairs).
 
@@ -162,6 +216,14 @@ class ModelIO(ABC):
         :func:`nnvtv.run_masks` then tiles the whole batch.
         """
         return None
+
+
+def _input_device(module: torch.nn.Module | None) -> torch.device | None:
+    if module is None:
+        return None
+    for p in module.parameters():
+        return None if p.device.type == "meta" else p.device
+    return None
 
 
 def make_io(io_cls: type[ModelIO], module: torch.nn.Module, tokenizer: Any, options: dict) -> ModelIO:
@@ -210,55 +272,33 @@ def resolve_path(module: torch.nn.Module, templates: Sequence[str], i: int, *, a
 
 # --------------------------------------------------------------------------- registry
 
-_REGISTRY: dict[str, AdapterSpec] = {}
-_ENTRY_POINTS_LOADED = False
+#: every adapter, by family name (see :mod:`nnvtv.registry` for the convention)
+ADAPTERS: Registry[AdapterSpec] = Registry(
+    "adapter",
+    AdapterSpec,
+    UnknownModelError,
+    how_to_add=(
+        "To add a family, build an nnvtv.AdapterSpec (paths of the blocks and attention output "
+        "projection, config keys, a ModelIO) and call nnvtv.register_adapter(spec), or expose it "
+        f"from your package under the entry-point group {ENTRY_POINT_GROUP!r}."
+    ),
+)
 
 
-def register_adapter(spec: AdapterSpec, *, override: bool = False) -> AdapterSpec:
-    """Add ``spec`` to the registry (``override=True`` replaces an entry of the same name)."""
+def register_adapter(spec: AdapterSpec, *, replace: bool = False, override: bool | None = None) -> AdapterSpec:
+    """Add ``spec`` to :data:`ADAPTERS` (``replace=True`` replaces an adapter of the same name).
+
+    ``override=`` is the deprecated name of ``replace=``.
+    """
+    replace = deprecated_replace(replace, "override", override, "register_adapter")
     if not isinstance(spec, AdapterSpec):
         raise AdapterError(f"register_adapter expects an AdapterSpec, got {type(spec).__name__}")
-    if spec.name in _REGISTRY and not override and _REGISTRY[spec.name] != spec:
-        raise AdapterError(
-            f"an adapter named {spec.name!r} is already registered; pass override=True to replace it"
-        )
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def _load_builtin() -> None:
-    # importing the family modules registers their tables
-    import nnvtv.adapters  # noqa: F401
-
-
-def _load_entry_points() -> None:
-    global _ENTRY_POINTS_LOADED
-    if _ENTRY_POINTS_LOADED:
-        return
-    _ENTRY_POINTS_LOADED = True
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as exc:  # a broken plug-in must not break nnvtv
-            warnings.warn(f"nnvtv: could not load adapter entry point {ep.name!r}: {exc}", stacklevel=2)
-            continue
-        specs: Iterable[Any] = obj if isinstance(obj, list | tuple) else [obj]
-        for spec in specs:
-            if spec.name in _REGISTRY:
-                warnings.warn(
-                    f"nnvtv: entry point {ep.name!r} tries to replace built-in adapter "
-                    f"{spec.name!r}; ignored (use register_adapter(..., override=True))",
-                    stacklevel=2,
-                )
-                continue
-            register_adapter(spec)
+    return ADAPTERS.register(spec, replace=replace)
 
 
 def list_adapters() -> list[AdapterSpec]:
-    """Every registered adapter (built-ins and entry points)."""
-    _load_builtin()
-    _load_entry_points()
-    return list(_REGISTRY.values())
+    """Every registered adapter (nnvtv's own and plug-ins)."""
+    return ADAPTERS.values()
 
 
 def find_adapter(model: torch.nn.Module) -> AdapterSpec:
@@ -275,9 +315,6 @@ def find_adapter(model: torch.nn.Module) -> AdapterSpec:
     families = sorted({t for s in specs for t in s.model_types})
     raise UnknownModelError(
         f"no nnvtv adapter for {type(model).__name__} (config.model_type={model_type!r}). "
-        f"Supported families: {', '.join(families)}. To add one, build an "
-        "nnvtv.adapter.AdapterSpec (paths of the blocks and attention output projection, "
-        "config keys, a ModelIO) and call nnvtv.register_adapter(spec), or expose it from "
-        f"your package under the entry-point group {ENTRY_POINT_GROUP!r}; "
-        "or pass adapter=<spec> to nnvtv.wrap."
+        f"Supported families: {', '.join(families)}. {ADAPTERS.how_to_add} "
+        "Or pass adapter=<spec> to nnvtv.wrap."
     )

@@ -3,23 +3,27 @@
 >>> model = nnvtv.load("toy-text")             # shipped with the package
 >>> model = nnvtv.load("/path/to/hf-model")    # a local transformers folder (no downloads)
 
-Adapters register catalogue entries on import (``register_model``); nothing here names a
-model family.
+Catalogue entries live in the registry :data:`MODELS` (the convention of
+:mod:`nnvtv.registry`); plug-ins provide them through the entry-point group ``nnvtv.adapters``
+(nnvtv's own shipped models included). Nothing here names a model family.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nnvtv.errors import UnknownModelError
+from nnvtv.errors import ConfigError, UnknownModelError
+from nnvtv.registry import Registry
+from nnvtv.wrapping import wrap
 
 if TYPE_CHECKING:
     from nnvtv.model import Model
 
-__all__ = ["ModelEntry", "register_model", "list_models", "load", "default_task"]
+__all__ = ["MODELS", "ModelEntry", "register_model", "list_models", "entry", "load"]
 
 
 @dataclass(frozen=True)
@@ -45,28 +49,31 @@ class ModelEntry:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
-_MODELS: dict[str, ModelEntry] = {}
+#: every named model, by catalogue name
+MODELS: Registry[ModelEntry] = Registry(
+    "model",
+    ModelEntry,
+    UnknownModelError,
+    how_to_add=(
+        "Or give the path of a local Hugging Face model folder (with config.json), or wrap a model "
+        "you have loaded: nnvtv.wrap(model, tokenizer)."
+    ),
+)
 
 
-def register_model(entry: ModelEntry) -> ModelEntry:
-    _MODELS[entry.name] = entry
-    return entry
+def register_model(entry: ModelEntry, *, replace: bool = False) -> ModelEntry:
+    """Add ``entry`` to :data:`MODELS` (``replace=True`` replaces an entry of the same name)."""
+    return MODELS.register(entry, replace=replace)
 
 
 def list_models() -> list[ModelEntry]:
-    import nnvtv.adapters  # noqa: F401  (registers built-in entries)
-
-    return list(_MODELS.values())
+    """Every catalogue entry."""
+    return MODELS.values()
 
 
 def entry(name: str) -> ModelEntry | None:
-    list_models()
-    return _MODELS.get(name)
-
-
-def default_task(model: Model) -> str | None:
-    e = entry(model.name)
-    return e.default_task if e is not None else None
+    """The catalogue entry called ``name``, or ``None``."""
+    return MODELS.get(name) if name in MODELS else None
 
 
 def load(name: str, **kwargs: Any) -> Model:
@@ -74,10 +81,6 @@ def load(name: str, **kwargs: Any) -> Model:
     e = entry(name)
     if e is not None:
         if kwargs:
-            import inspect
-
-            from nnvtv.errors import ConfigError
-
             params = inspect.signature(e.loader).parameters
             unknown = sorted(k for k in kwargs if k not in params)
             if unknown:
@@ -87,17 +90,12 @@ def load(name: str, **kwargs: Any) -> Model:
     path = Path(name).expanduser()
     if path.is_dir() and (path / "config.json").exists():
         return load_hf_folder(path, **kwargs)
-    raise UnknownModelError(
-        f"unknown model {name!r}. Catalogue: {', '.join(sorted(_MODELS))}. Or give the path of a "
-        "local Hugging Face model folder (with config.json); nothing is downloaded."
-    )
+    raise UnknownModelError(MODELS.unknown_message(name) + " Nothing is downloaded.")
 
 
 def load_hf_folder(path: Path, **wrap_options: Any) -> Model:
     """Load a local transformers folder (causal LM, or any AutoModel) and wrap it."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    from nnvtv.model import wrap
 
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     archs = getattr(config, "architectures", None) or []

@@ -155,28 +155,24 @@ def tasks() -> None:
 
 @app.command("train-toy")
 def train_toy(
-    kind: Annotated[str, typer.Argument(help="which toy model: text, visual, seggpt")] = "text",
+    kind: Annotated[str, typer.Argument(help="which toy trainer (see the list under `nnvtv train-toy --help`)")] = "text",
     out_dir: Annotated[Path, typer.Option("--out", help="where to write the weights")] = Path("toy-weights"),
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Retrain a shipped toy model from scratch (deterministic for a given seed)."""
-    if kind == "visual":
-        from nnvtv.adapters.mae_vqgan.train_toy import train_visual
+    """Retrain a shipped toy model from scratch (deterministic for a given seed).
 
-        rec = train_visual(out_dir, seed=seed)
-        out.print_json(json.dumps({"metrics": rec["metrics"], "timing": rec["timing"]}))
+    The trainers are whatever plug-ins registered (nnvtv.toys.TRAINERS): nnvtv ships
+    text (toy-text, toy-text-natural), visual (toy-visual) and seggpt (toy-seggpt).
+    """
+    from nnvtv.toys import TRAINERS
+
+    try:
+        trainer = TRAINERS.get(kind)
+    except NnvtvError as exc:
+        _fail(exc)
         return
-    if kind == "seggpt":
-        from nnvtv.adapters.toy.train_seggpt import train_seggpt
-
-        out.print_json(json.dumps(train_seggpt(out_dir, seed=seed)["summary"]))
-        return
-    if kind != "text":
-        _fail(NnvtvError(f"unknown toy model kind {kind!r}; available: text, visual, seggpt"))
-    from nnvtv.adapters.toy.train_text import train_text
-
-    metrics = train_text(out_dir, seed=seed)
-    out.print_json(json.dumps(metrics, default=str))
+    summary = trainer.train(out_dir, seed=seed)
+    out.print_json(json.dumps(summary, default=str))
 
 
 @app.command()

@@ -3,40 +3,30 @@
 >>> model = nnvtv.wrap(hf_model, tokenizer)            # adapter picked from the registry
 >>> space = model.sites("head", groups=["last"])       # SiteSpace over every head
 >>> out = model.run(["France -> Paris ; Spain ->"], patch=some_patch)
+
+A :class:`Model` holds the structure (streams, sizes, module paths, token groups) and the
+site spaces; a tracing backend (:mod:`nnvtv.tracing`) runs its forwards, here or on NDIF;
+:mod:`nnvtv.patching` turns patches into edits; :mod:`nnvtv.wrapping` builds and checks it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import nnsight
 import torch
 from nnsight import NNsight
 
-from nnvtv import _trace
-from nnvtv.adapter import (
-    AdapterSpec,
-    ModelIO,
-    StreamInfo,
-    config_value,
-    find_adapter,
-    make_io,
-    resolve_path,
-)
-from nnvtv.errors import (
-    AdapterError,
-    ConfigError,
-    DTypeMismatchError,
-    ShapeMismatchError,
-    SiteError,
-)
+from nnvtv.adapter import AdapterSpec, ModelIO, StreamInfo, config_value, resolve_path
+from nnvtv.errors import AdapterError, ConfigError, SiteError
+from nnvtv.fingerprint import fingerprint_of
 from nnvtv.inputs import ModelInputs
+from nnvtv.patching import Patch, patch_visits
 from nnvtv.sites import Site, SiteSpace
+from nnvtv.tracing import ATTN_OUT, Job, LocalBackend, Result, Visit, group_sites, where_of
+from nnvtv.tracing.remote import RemoteBackend, check_wrapper
 
-__all__ = ["Model", "wrap"]
+__all__ = ["Model"]
 
 
 class Model:
@@ -50,9 +40,8 @@ class Model:
         streams: ``{stream: StreamInfo}`` in forward order.
         name: a display name (shipped models use their catalogue name).
         meta: free-form metadata (e.g. a prompt format for text models).
-        remote: ``False`` (local traces), ``True`` (every trace runs on NDIF) or ``"local"``
-            (nnsight's local emulation of the remote path); see :mod:`nnvtv.remote`.
-        remote_requests: remote requests sent so far (one per :meth:`trace_jobs` call).
+        backend: where traces run (:class:`~nnvtv.tracing.LocalBackend` or
+            :class:`~nnvtv.tracing.remote.RemoteBackend`).
     """
 
     def __init__(
@@ -73,14 +62,24 @@ class Model:
         self.name = name or type(module).__name__
         self.meta: dict[str, Any] = dict(meta or {})
         if remote:
-            from nnvtv import remote as _remote
-
-            _remote.check_wrapper(self.nnsight, remote)
-        self.remote: bool | str = remote
-        self.remote_requests = 0
+            check_wrapper(self.nnsight, remote)
+            self.backend: LocalBackend | RemoteBackend = RemoteBackend(remote, self.name)
+        else:
+            self.backend = LocalBackend()
         self.remote_batches = 16  # mean-collection batches per remote request
         self.streams: dict[str, StreamInfo] = self._resolve_streams()
         self._fingerprint: str | None = None
+
+    @property
+    def remote(self) -> bool | str:
+        """``False`` (local traces), ``True`` (every trace runs on NDIF) or ``"local"``
+        (nnsight's local emulation of the remote path); see :mod:`nnvtv.tracing.remote`."""
+        return self.backend.remote
+
+    @property
+    def remote_requests(self) -> int:
+        """Remote requests sent so far (one per :meth:`trace_jobs` call on a remote model)."""
+        return self.backend.requests
 
     # ------------------------------------------------------------------ structure
     def _resolve_streams(self) -> dict[str, StreamInfo]:
@@ -97,7 +96,7 @@ class Model:
                 head_dim = config_value(cfg, spec.head_dim, adapter=a, field="head_dim")
             blocks = tuple(resolve_path(self.module, spec.block, i, adapter=a, field="block") for i in range(n_layers))
             attn = tuple(resolve_path(self.module, spec.attn_out, i, adapter=a, field="attn_out") for i in range(n_layers))
-            width = _in_features(self.module.get_submodule(attn[0]))
+            width = getattr(self.module.get_submodule(attn[0]), "in_features", None)
             if width is not None and width != n_heads * head_dim:
                 raise AdapterError(
                     f"adapter {a!r}: {attn[0]} takes {width} features but n_heads*head_dim = "
@@ -213,125 +212,112 @@ class Model:
 
     # ------------------------------------------------------------------ inputs and runs
     def inputs(self, data: Any) -> ModelInputs:
-        """Build :class:`ModelInputs` from prompts with the adapter's I/O."""
-        return data if isinstance(data, ModelInputs) else self.io.build(data)
+        """Build :class:`ModelInputs` from prompts with the adapter's I/O, on the model's device."""
+        inputs = data if isinstance(data, ModelInputs) else self.io.build(data)
+        return inputs if self.remote else self.io.place(inputs)
 
-    def visits(self, sites: Iterable[Site]) -> dict[tuple[str, int, str], _trace.Visit]:
-        """One empty :class:`_trace.Visit` per module the ``sites`` touch."""
+    def visits(self, sites: Iterable[Site]) -> dict[tuple[str, int, str], Visit]:
+        """One empty :class:`~nnvtv.tracing.Visit` per module the ``sites`` touch, keyed
+        ``(stream, layer, where)``."""
         order = {name: i for i, name in enumerate(self.streams)}
-        out: dict[tuple[str, int, str], _trace.Visit] = {}
+        out: dict[tuple[str, int, str], Visit] = {}
         for s in sites:
-            where = _trace.where_of(s)
+            where = where_of(s)
             key = (s.stream, s.layer, where)
             if key not in out:
                 path = self.site_path(s)  # validate first: SiteError, not a bare KeyError
-                out[key] = _trace.Visit(order[s.stream], s.layer, where, path)
+                out[key] = Visit(order[s.stream], s.layer, where, path)
         return out
-
-    def trace_visits(self, inputs: ModelInputs, visits: Iterable[_trace.Visit], *, readout: bool = True) -> Any:
-        """Run one traced forward executing ``visits``; return the readout (or raw output)."""
-        vs = list(visits)
-        return self.trace_jobs([(inputs, vs)], readout=readout)[0][0]
 
     def trace_jobs(
         self,
-        jobs: Iterable[tuple[ModelInputs, list[_trace.Visit]]],
+        jobs: Iterable[Job],
         *,
         readout: bool = True,
         output: bool = True,
-    ) -> list[tuple[Any, dict[int, Any]]]:
+        grad: bool = False,
+    ) -> list[Result]:
         """One traced forward per ``(inputs, visits)`` job: ``[(readout or output, reads), ...]``.
 
         ``reads[i]`` is what the reader of ``visits[i]`` returned; with ``output=False`` the
-        first element is ``None`` (nothing but the reads comes back). On a remote model
-        (``remote=True`` or ``"local"``) all jobs go to the server as ONE request (an nnsight
-        session), counted in :attr:`remote_requests`.
+        first element is ``None`` (nothing but the reads comes back). ``grad=True`` keeps the
+        autograd graph (training, gradients). On a remote model all jobs go to the server as
+        ONE request (an nnsight session), counted in :attr:`remote_requests`.
         """
         jobs = [(inputs, list(visits)) for inputs, visits in jobs]
         heads = [info.n_heads for info in self.streams.values()]
-        root = self.nnsight
-        if not self.remote:
-            read = self.io.readout if readout else None
-            return _trace.run_jobs(root, jobs, heads, read, output)
-        from nnvtv import remote as _remote
+        return self.backend.run(self.nnsight, self.io, jobs, heads, readout=readout, output=output, grad=grad)
 
-        read = _remote.shippable_readout(self.io) if readout else None
-        self.remote_requests += 1
-        with _remote.errors_as_remote_error(self):
-            with root.session(remote=self.remote):
-                results = _trace.run_jobs(root, jobs, heads, read, output)
-                results = nnsight.save(results)
-        return results
+    def trace_visits(self, inputs: ModelInputs, visits: Iterable[Visit], *, readout: bool = True, grad: bool = False) -> Any:
+        """Run one traced forward executing ``visits``; return the readout (or raw output)."""
+        return self.trace_jobs([(inputs, list(visits))], readout=readout, grad=grad)[0][0]
 
-    def run(self, data: Any, patch: Any = None, *, readout: bool = False) -> Any:
+    def run(self, data: Any, patch: Patch | None = None, *, readout: bool = False, grad: bool = False) -> Any:
         """Forward ``data`` (prompts or :class:`ModelInputs`), optionally with a :class:`~nnvtv.Patch`.
 
         Returns the model's own output (e.g. a ``CausalLMOutput``), or with
         ``readout=True`` what the adapter reads from it (text: next-token logits at the
-        ``last`` token, ``[batch, vocab]``). The model is never left patched.
+        ``last`` token, ``[batch, vocab]``). ``grad=True`` runs with autograd on, so a loss of
+        the result can be backpropagated into the weights and into patch values that require
+        grad. The model is never left patched.
+        """
+        return self.capture(data, (), patch=patch, readout=readout, grad=grad)[0]
+
+    def capture(
+        self,
+        data: Any,
+        sites: Iterable[Site],
+        *,
+        patch: Patch | None = None,
+        readout: bool = False,
+        grad: bool = False,
+    ) -> tuple[Any, dict[Site, torch.Tensor]]:
+        """One forward that also returns the activations of ``sites``.
+
+        Returns:
+            ``(output, {site: FloatTensor [batch, positions_in_group, width]})``: the output as
+            :meth:`run` gives it, and each site's value as the forward computed it (before
+            ``patch`` edits that site). With ``grad=True`` both keep their autograd graph.
+
+        The trace returns each touched module's whole value (folded to ``[batch, pos, width]``)
+        and the group positions are gathered after the forward, so a loss on the captured values
+        backpropagates exactly as through a hand-written forward that slices its activations
+        afterwards (same operations, same order of gradient accumulation).
         """
         inputs = self.inputs(data)
-        visits: dict[tuple[str, int, str], _trace.Visit] = {}
-        if patch is not None:
-            visits = self.patch_visits(patch, inputs)
-        return self.trace_visits(inputs, visits.values(), readout=readout)
-
-    def patch_visits(self, patch: Any, inputs: ModelInputs) -> dict[tuple[str, int, str], _trace.Visit]:
-        """Validate ``patch`` against this model and ``inputs`` and turn it into visits."""
-        from nnvtv.patching import Patch
-
-        if not isinstance(patch, Patch):
-            raise ConfigError(f"patch must be an nnvtv.Patch, got {type(patch).__name__}")
-        visits = self.visits(patch.values)
-        for site, value in patch.values.items():
-            self.check_value(site, value, inputs)
-        for (key, group), items in _trace.group_sites(patch.values).items():
-            values = torch.stack([patch.values[s] for _, s in items], dim=1)  # [P, k, width]
-            visits[key].edits.append(
-                _trace.Edit(inputs.group_positions(key[0], group), _trace.head_index(items), values, patch.mode)
-            )
-        return visits
-
-    def check_value(self, site: Site, value: torch.Tensor, inputs: ModelInputs | None = None) -> None:
-        """Raise unless ``value`` fits ``site``: ``[positions_in_group, width]``, floating point."""
-        width = self.site_width(site)
-        if not isinstance(value, torch.Tensor):
-            raise DTypeMismatchError(f"value for site {site} must be a torch.Tensor, got {type(value).__name__}")
-        if not value.is_floating_point():
-            raise DTypeMismatchError(f"value for site {site} must be floating point, got {value.dtype}")
-        if inputs is not None:
-            p = inputs.group_size(site.stream, site.group)
-            expected: tuple[int | str, ...] = (p, width)
-            ok = tuple(value.shape) == (p, width)
-        else:
-            expected = ("positions_in_group", width)
-            ok = value.dim() == 2 and value.shape[1] == width
-        if not ok:
-            kind = "head_dim" if site.head is not None else "d_model"
-            raise ShapeMismatchError(
-                f"value for site {site} has shape {tuple(value.shape)}, expected {expected} "
-                f"([positions_in_group, {kind}])"
-            )
+        visits = {} if patch is None else patch_visits(self, patch, inputs)
+        wanted = list(sites)
+        for key, v in self.visits(wanted).items():
+            visits.setdefault(key, v)
+        groups: dict[tuple[str, int, str], dict[str, torch.Tensor]] = {}
+        for (key, group), _ in group_sites(wanted).items():
+            groups.setdefault(key, {})[group] = inputs.group_positions(key[0], group)
+        for key, positions in groups.items():
+            visits[key].reader = _folding_reader(positions)
+        keys = list(visits)
+        out, reads = self.trace_jobs([(inputs, [visits[k] for k in keys])], readout=readout, grad=grad)[0]
+        values: dict[Site, torch.Tensor] = {}
+        for i, key in enumerate(keys):
+            if key not in groups:
+                continue
+            folded, positions = reads[i]  # [batch, pos, width], {group: LongTensor [batch, P]}
+            n_heads = self.streams[key[0]].n_heads if key[2] == ATTN_OUT else 1
+            b, t, w = folded.shape
+            x4 = folded.view(b, t, n_heads, w // n_heads)
+            rows = torch.arange(b, device=folded.device)[:, None]
+            for group, pos in positions.items():
+                block = x4[rows, pos.to(folded.device)]  # [batch, P, heads, width]
+                for s in wanted:
+                    if (s.stream, s.layer, where_of(s)) == key and s.group == group:
+                        values[s] = block[:, :, 0 if s.head is None else s.head]
+        return out, {s: values[s] for s in wanted}
 
     # ------------------------------------------------------------------ identity
     @property
     def fingerprint(self) -> str:
-        """Stable id of architecture + weights (config, parameter shapes, a sample of values)."""
+        """Stable id of architecture + weights (see :func:`nnvtv.fingerprint.fingerprint_of`)."""
         if self._fingerprint is None:
-            h = hashlib.sha256()
-            h.update(self.adapter.name.encode())
-            cfg = getattr(self.module, "config", None)
-            if cfg is not None and hasattr(cfg, "to_dict"):
-                d = {k: v for k, v in cfg.to_dict().items() if not k.startswith("_") and k not in _VOLATILE_CONFIG}
-                h.update(json.dumps(d, sort_keys=True, default=str).encode())
-            if self.remote is True:  # the weights live on the server: its hub id stands for them
-                h.update(str(getattr(cfg, "_name_or_path", "")).encode())
-            for name, p in self.module.state_dict().items():
-                h.update(f"{name}:{tuple(p.shape)}".encode())
-                if p.numel() and p.device.type != "meta":  # a remote model's skeleton has no values
-                    sample = p.detach().reshape(-1)[:: max(1, p.numel() // 64)][:64]
-                    h.update(sample.to(torch.float64).cpu().numpy().tobytes())
-            self._fingerprint = h.hexdigest()[:16]
+            self._fingerprint = fingerprint_of(self.module, self.adapter.name, remote=self.remote is True)
         return self._fingerprint
 
     def describe(self) -> dict[str, Any]:
@@ -355,101 +341,13 @@ class Model:
         return f"nnvtv.Model({self.name!r}, adapter={self.adapter.name!r}; " + "; ".join(parts) + ")"
 
 
-_VOLATILE_CONFIG = {"transformers_version", "torch_dtype", "dtype", "name_or_path", "architectures", "use_cache"}
+def _folding_reader(positions: dict[str, torch.Tensor]) -> Any:
+    """A reader returning the module value folded to ``[batch, pos, width]`` and the groups'
+    positions as indices into it (gathered after the trace, see :meth:`Model.capture`)."""
 
+    def reader(x: torch.Tensor, layout: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if layout is None:
+            raise SiteError(f"cannot capture a value of shape {tuple(x.shape)}: the adapter cannot fold it onto [batch, pos, width]")
+        return layout.fold(x), {g: layout.positions(p.to(x.device)) for g, p in positions.items()}
 
-def _in_features(module: torch.nn.Module) -> int | None:
-    if hasattr(module, "in_features"):
-        return int(module.in_features)
-    w = getattr(module, "weight", None)
-    if type(module).__name__ == "Conv1D" and w is not None:  # GPT-2's transposed linear
-        return int(w.shape[0])
-    return None
-
-
-def wrap(
-    model: torch.nn.Module | str,
-    tokenizer: Any = None,
-    *,
-    adapter: AdapterSpec | None = None,
-    name: str | None = None,
-    meta: Mapping[str, Any] | None = None,
-    validate: bool = True,
-    remote: bool | str = False,
-    **io_options: Any,
-) -> Model:
-    """Wrap a PyTorch / Hugging Face model for nnvtv.
-
-    Args:
-        model: the network (put in eval mode).
-        tokenizer: for text models, turns prompt strings into ids.
-        adapter: an explicit :class:`AdapterSpec`; default: looked up in the registry.
-        name: display name.
-        meta: metadata kept on the model (e.g. ``{"prompt_format": {...}}``).
-        validate: run one tiny forward to check every site's width against the table
-            (skipped for ``remote=True``: it would cost a request).
-        remote: ``True``: ``model`` is a Hugging Face hub id of a model hosted on NDIF; every
-            trace (means, batched masks, every strategy) runs there, grouped into one
-            request per call (API key from ``NDIF_API_KEY``). ``"local"``: ``model`` is a
-            loaded transformers model; traces go through nnsight's serialization path but
-            run here (tests, tutorials). See :mod:`nnvtv.remote`.
-        **io_options: options of the adapter's I/O (unknown names raise ``ConfigError``).
-    """
-    nn_model: Any = None
-    if remote:
-        from nnvtv import remote as _remote
-
-        model, nn_model, tokenizer = _remote.remote_wrapper(model, tokenizer, remote)
-        validate = validate and remote is not True
-    if not isinstance(model, torch.nn.Module):
-        raise ConfigError(
-            f"nnvtv.wrap expects a torch.nn.Module, got {type(model).__name__}; "
-            "for a shipped or cached model use nnvtv.load(name); for a model hosted on NDIF "
-            "use nnvtv.wrap(hub_id, remote=True)"
-        )
-    model.eval()
-    spec = adapter if adapter is not None else find_adapter(model)
-    io = make_io(spec.io, model, tokenizer, dict(io_options))
-    m = Model(model, spec, io, name=name, meta=meta, nnsight_model=nn_model, remote=remote)
-    if validate:
-        validate_model(m)
-    return m
-
-
-def validate_model(model: Model) -> None:
-    """One tiny traced forward that checks every head and block value against the table."""
-    inputs = model.io.example(2)
-    visits = []
-    for sname, info in model.streams.items():
-        for layer in range(info.n_layers):
-            for where, path, width in (
-                (_trace.ATTN_OUT, info.attn_out_paths[layer], info.n_heads * info.head_dim),
-                (_trace.BLOCK, info.block_paths[layer], info.d_model),
-            ):
-                def check(x: torch.Tensor, path: str = path, width: int = width, batch: int = inputs.batch_size) -> tuple[str | None, int]:
-                    # a sequence [batch, pos, width] or a grid [copies * batch, *cells, width];
-                    # returns (problem, positions in the folded value)
-                    ok = x.dim() >= 3 and x.shape[-1] == width and x.shape[0] % batch == 0
-                    if ok:
-                        return None, (x.shape[0] // batch) * (x.numel() // (x.shape[0] * width))
-                    return (
-                        f"{path}: got {tuple(x.shape)}, expected [batch, pos, {width}] "
-                        f"or [copies * batch, *cells, {width}] (batch {batch})"
-                    ), 0
-                visits.append(_trace.Visit(list(model.streams).index(sname), layer, where, path, reader=check))
-    (_, reads), = model.trace_jobs([(inputs, visits)], readout=True)
-    problems = [reads[i][0] for i in sorted(reads) if reads[i][0] is not None]
-    # group positions must fall inside the widest value of their stream
-    for sname in model.streams:
-        widest = max((reads[i][1] for i, v in enumerate(visits) if i in reads and list(model.streams)[v.stream_index] == sname), default=0)
-        for group, pos in inputs.positions.get(sname, {}).items():
-            if pos.numel() and (int(pos.min()) < 0 or int(pos.max()) >= widest):
-                problems.append(
-                    f"group {group!r} of stream {sname!r} has positions in [{int(pos.min())}, {int(pos.max())}] "
-                    f"but the stream's values hold {widest} positions; fix the I/O's group positions"
-                )
-    if problems:
-        raise AdapterError(
-            f"adapter {model.adapter.name!r} does not fit {type(model.module).__name__}: "
-            + "; ".join(problems[:4])
-        )
+    return reader

@@ -3,7 +3,11 @@
 * :class:`Patch` ``(values, mode)`` patches fixed values into sites: ``replace`` overwrites
   the activation (visual task vectors, Hendel et al.), ``add`` adds to it (function
   vectors, Todd et al.). Head-site values are ``[positions_in_group, head_dim]``, layer-site
-  values ``[positions_in_group, d_model]``.
+  values ``[positions_in_group, d_model]`` (the same for every input row), or with a leading
+  batch dimension ``[batch, positions_in_group, width]`` (one value per row, e.g. a vector
+  taken from each row's own in-context prompt); ``rows`` limits a site's patch to some rows.
+  :func:`patch_visits` validates a patch against a model and its inputs and turns it into the
+  edits a traced forward applies.
 * :func:`run_masks` evaluates ``B`` candidate site sets in ONE traced forward: the input
   batch is tiled ``B`` times and each tiled copy takes the means only where its mask row
   is set (``torch.where`` per row). This is what makes search cheap.
@@ -17,16 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nnvtv import _trace
-from nnvtv.errors import ConfigError, ShapeMismatchError
+from nnvtv.errors import ConfigError, DTypeMismatchError, ShapeMismatchError
 from nnvtv.inputs import ModelInputs
 from nnvtv.sites import Site, SiteSpace
+from nnvtv.tracing import Edit, Visit, group_sites, head_index
 
 if TYPE_CHECKING:
     from nnvtv.activations import Means
     from nnvtv.model import Model
 
-__all__ = ["Patch", "run_masks", "MODES"]
+__all__ = ["Patch", "run_masks", "patch_visits", "check_value", "MODES"]
 
 MODES = ("replace", "add")
 
@@ -40,12 +44,16 @@ class Patch:
 
     Attributes:
         values: ``{site: tensor}``; ``[positions_in_group, head_dim]`` for head sites,
-            ``[positions_in_group, d_model]`` for layer sites.
+            ``[positions_in_group, d_model]`` for layer sites; a leading batch dimension
+            (``[batch, positions_in_group, width]``) gives every input row its own value.
         mode: ``"replace"`` (overwrite) or ``"add"`` (add to the activation).
+        rows: optional ``{site: BoolTensor [batch]}``: the site is patched only in these rows
+            (the others keep their own activation).
     """
 
     values: Mapping[Site, torch.Tensor] = field(default_factory=dict)
     mode: str = "replace"
+    rows: Mapping[Site, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -53,6 +61,9 @@ class Patch:
         bad = [k for k in self.values if not isinstance(k, Site)]
         if bad:
             raise ConfigError(f"Patch keys must be nnvtv.Site, got {type(bad[0]).__name__}: {bad[0]!r}")
+        extra = [str(k) for k in (self.rows or {}) if k not in self.values]
+        if extra:
+            raise ConfigError(f"Patch rows name sites that have no value: {extra[:3]}")
 
     def __len__(self) -> int:
         return len(self.values)
@@ -60,6 +71,60 @@ class Patch:
     @property
     def sites(self) -> list[Site]:
         return list(self.values)
+
+
+def check_value(model: Model, site: Site, value: torch.Tensor, inputs: ModelInputs | None = None) -> None:
+    """Raise unless ``value`` fits ``site``: floating point, ``[positions_in_group, width]`` or,
+    with ``inputs``, also ``[batch, positions_in_group, width]`` (one value per row)."""
+    width = model.site_width(site)
+    if not isinstance(value, torch.Tensor):
+        raise DTypeMismatchError(f"value for site {site} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise DTypeMismatchError(f"value for site {site} must be floating point, got {value.dtype}")
+    if inputs is not None:
+        p, b = inputs.group_size(site.stream, site.group), inputs.batch_size
+        expected: tuple[int | str, ...] = (p, width)
+        ok = tuple(value.shape) in ((p, width), (b, p, width))
+    else:
+        expected = ("positions_in_group", width)
+        ok = value.dim() in (2, 3) and value.shape[-1] == width
+    if not ok:
+        kind = "head_dim" if site.head is not None else "d_model"
+        raise ShapeMismatchError(
+            f"value for site {site} has shape {tuple(value.shape)}, expected {expected} "
+            f"([positions_in_group, {kind}], or [batch, positions_in_group, {kind}] per row)"
+        )
+
+
+def patch_visits(model: Model, patch: Patch, inputs: ModelInputs) -> dict[tuple[str, int, str], Visit]:
+    """Validate ``patch`` against ``model`` and ``inputs`` and turn it into visits (one per module)."""
+    if not isinstance(patch, Patch):
+        raise ConfigError(f"patch must be an nnvtv.Patch, got {type(patch).__name__}")
+    visits = model.visits(patch.values)
+    for site, value in patch.values.items():
+        check_value(model, site, value, inputs)
+    rows = dict(patch.rows or {})
+    for site, r in rows.items():
+        if not isinstance(r, torch.Tensor) or r.dtype != torch.bool or tuple(r.shape) != (inputs.batch_size,):
+            raise ShapeMismatchError(
+                f"rows for site {site} must be a BoolTensor [{inputs.batch_size}] (one flag per input row), "
+                f"got {getattr(r, 'dtype', type(r).__name__)} {tuple(getattr(r, 'shape', ()))}"
+            )
+    for (key, group), items in group_sites(patch.values).items():
+        vals = [patch.values[s] for _, s in items]
+        if any(v.dim() == 3 for v in vals):  # per-row values: [batch, P, k, width]
+            b = inputs.batch_size
+            values = torch.stack([v if v.dim() == 3 else v.expand(b, *v.shape) for v in vals], dim=2)
+        else:
+            values = torch.stack(vals, dim=1)  # [P, k, width]
+        select = None
+        if any(s in rows for _, s in items):
+            ones = torch.ones(inputs.batch_size, dtype=torch.bool)
+            select = torch.stack([rows.get(s, ones) for _, s in items], dim=1)  # [batch, k]
+        visits[key].edits.append(
+            Edit(inputs.group_positions(key[0], group), head_index(items), values, patch.mode, select=select)
+        )
+    return visits
 
 
 def run_masks(
@@ -126,7 +191,7 @@ def run_masks(
         visits = model.visits(space)
         for key, group, heads, values, cols in plan:
             visits[key].edits.append(
-                _trace.Edit(tiled.group_positions(key[0], group), heads, values, mode, select=row_mask[:, cols])
+                Edit(tiled.group_positions(key[0], group), heads, values, mode, select=row_mask[:, cols])
             )
         jobs.append((tiled, list(visits.values())))
         sizes.append(k)
@@ -140,7 +205,7 @@ def _mask_plan(
 ) -> list[tuple[tuple[str, int, str], str, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Group the space's sites by (module, group): heads, stacked means, mask columns."""
     plan = []
-    for (key, group), items in _trace.group_sites(space).items():
+    for (key, group), items in group_sites(space).items():
         p = inputs.group_size(key[0], group)
         vals = []
         for _, site in items:
@@ -152,5 +217,5 @@ def _mask_plan(
                 )
             vals.append(v)
         cols = torch.tensor([c for c, _ in items])
-        plan.append((key, group, _trace.head_index(items), torch.stack(vals, dim=1), cols))
+        plan.append((key, group, head_index(items), torch.stack(vals, dim=1), cols))
     return plan

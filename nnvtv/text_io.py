@@ -50,7 +50,7 @@ class TextIO(ModelIO):
     cache; set ``False`` for models whose forward takes no ``past_key_values``).
     """
 
-    readout_kind = "next_token"
+    modality = "text"
 
     def __init__(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import sys
 import types
@@ -13,7 +14,8 @@ import transformers as T
 
 import nnvtv
 import nnvtv.adapter as adapter_mod
-from nnvtv.errors import AdapterError, UnknownModelError
+from nnvtv import registry as registry_mod
+from nnvtv.errors import AdapterError, ConfigError, UnknownModelError
 from nnvtv.text_io import TextIO
 
 # --------------------------------------------------------------------------- families
@@ -128,11 +130,10 @@ def test_model_describe_is_plain_data(zoo, family):
 
 
 @pytest.fixture
-def isolated_registry(monkeypatch):
-    """A private copy of the registry (built-ins loaded), restored after the test."""
-    nnvtv.list_adapters()  # load built-ins and entry points into the real registry first
-    monkeypatch.setattr(adapter_mod, "_REGISTRY", dict(adapter_mod._REGISTRY))
-    return adapter_mod._REGISTRY
+def isolated_registry():
+    """The adapter registry (plug-ins loaded); what a test registers is undone afterwards."""
+    with adapter_mod.ADAPTERS.scoped() as registry:
+        yield registry
 
 
 @dataclass
@@ -254,12 +255,46 @@ def test_register_adapter_refuses_silent_replacement(isolated_registry):
     nnvtv.register_adapter(TINY_SPEC)
     nnvtv.register_adapter(TINY_SPEC)  # same spec again: fine
     other = nnvtv.AdapterSpec(**{**TINY_SPEC.__dict__, "model_types": ("other",)})
-    with pytest.raises(AdapterError, match="override=True"):
+    with pytest.raises(ConfigError, match="replace=True"):
         nnvtv.register_adapter(other)
-    nnvtv.register_adapter(other, override=True)
+    nnvtv.register_adapter(other, replace=True)
     assert isolated_registry["tiny_custom"] is other
+    with pytest.warns(DeprecationWarning, match="replace="):  # the old keyword still works, with a warning
+        nnvtv.register_adapter(TINY_SPEC, override=True)
+    assert isolated_registry["tiny_custom"] is TINY_SPEC
     with pytest.raises(AdapterError, match="AdapterSpec"):
         nnvtv.register_adapter("not a spec")  # type: ignore[arg-type]
+
+
+def test_registries_share_one_convention(isolated_registry):
+    """Adapters, models, tasks, strategies and toy trainers: same keyword, same errors."""
+    from nnvtv.catalog import MODELS
+    from nnvtv.search import STRATEGIES
+    from nnvtv.tasks import TASKS
+    from nnvtv.toys import TRAINERS
+
+    def different(item):  # another item under the same name
+        if dataclasses.is_dataclass(item):
+            field = "model_types" if isinstance(item, nnvtv.AdapterSpec) else "description"
+            return dataclasses.replace(item, **{field: ("x",) if field == "model_types" else "x"})
+        if isinstance(item, type):  # a strategy class
+            return type("Other", (item,), {})
+        return nnvtv.tasks.WordPairTask(item.name, [("a", "b")] * 4)
+
+    registries = [isolated_registry, MODELS, TASKS, STRATEGIES, TRAINERS]
+    for registry in registries:
+        name, item = next(iter(registry.items()))
+        with registry.scoped():
+            registry.register(item, name=name)  # the same object again: a no-op
+            with pytest.raises(ConfigError, match="already registered.*replace=True"):
+                registry.register(different(item), name=name)
+            registry.register(different(item), name=name, replace=True)
+            assert registry.get(name) is not item
+        assert registry.get(name) is item  # scoped() undid the replacement
+        with pytest.raises(KeyError, match=f"unknown {registry.kind}") as err:
+            registry.get(name + "x")
+        assert repr(name) in str(err.value)  # "Did you mean '<name>'?"
+        assert isinstance(err.value, nnvtv.errors.NnvtvError)
 
 
 def test_wrong_adapter_table_gives_adapter_error(isolated_registry):
@@ -361,13 +396,20 @@ def test_entry_point_plugin_is_loaded(monkeypatch, isolated_registry):
         return [ep for ep in eps if ep.group == kw.get("group")]
 
     monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
-    monkeypatch.setattr(adapter_mod, "_ENTRY_POINTS_LOADED", False)
+    monkeypatch.setitem(registry_mod._STATE, "loaded", False)
     with pytest.warns(UserWarning) as record:
         specs = nnvtv.list_adapters()
     messages = " | ".join(str(w.message) for w in record)
     assert asked == ["nnvtv.adapters"]
     assert TINY_SPEC in specs
     assert "gone" in messages  # a broken plug-in warns, nothing breaks
-    assert "gpt2" in messages and "override=True" in messages  # cannot replace a built-in
+    assert "gpt2" in messages and "replace=True" in messages  # cannot replace a built-in
     assert isolated_registry["gpt2"] is not builtin_clash
     assert nnvtv.wrap(_tiny_net()).adapter is TINY_SPEC
+
+
+def test_builtin_families_come_from_nnvtvs_own_entry_points():
+    eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="nnvtv.adapters")}
+    assert {"hf_causal_lm", "hf_vit", "hf_seggpt", "mae_vqgan", "smollm2", "toy"} <= set(eps)
+    assert all(registry_mod._is_builtin(ep) for name, ep in eps.items() if ep.value.startswith("nnvtv."))
+    assert {"gpt2", "llama", "vit_mae", "seggpt", "mae_vqgan"} <= set(adapter_mod.ADAPTERS.names())

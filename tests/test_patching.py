@@ -455,14 +455,12 @@ def test_exception_mid_trace_leaves_model_clean(kit, name):
         nnvtv.mean_activations(model, [bad], [site])
     assert_clean(kit, name, model)
     # and a reader raising inside the trace
-    from nnvtv import _trace
+    from nnvtv.tracing import ATTN_OUT, Visit
 
-    def boom(x):
+    def boom(x, layout):
         raise RuntimeError("boom inside the trace")
 
-    visit = _trace.Visit(
-        len(model.streams) - 1, 0, _trace.ATTN_OUT, model.site_path(site), reader=boom
-    )
+    visit = Visit(len(model.streams) - 1, 0, ATTN_OUT, model.site_path(site), reader=boom)
     with pytest.raises(RuntimeError, match="boom"):
         model.trace_visits(good, [visit])
     assert_clean(kit, name, model)

@@ -16,7 +16,7 @@ from nnsight import NNsight
 import nnvtv
 from nnvtv.errors import ConfigError, RemoteError
 from nnvtv.model import Model
-from nnvtv.remote import errors_as_remote_error
+from nnvtv.tracing.remote import errors_as_remote_error
 from nnvtv.tasks import WordPairTask
 
 FORMAT = {"demo": "{input} w39 {output}", "query": "{input} w39", "separator": " w38 "}

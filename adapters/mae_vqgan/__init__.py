@@ -6,9 +6,14 @@
   weights shipped with the package.
 """
 
-from . import adapter, catalog  # noqa: F401  (register the adapter table and the models)
+from typing import Any
+
+from . import catalog, train_toy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import MaeVqganConfig, VQGANConfig, official, tiny, toy
 from .model import MaeVqgan
 
-__all__ = ["MaeVqgan", "MaeVqganConfig", "VQGANConfig", "official", "tiny", "toy", "load_checkpoint", "save_checkpoint"]
+#: what the entry point ``mae_vqgan`` registers: the adapter, ``mae-vqgan``, ``toy-visual`` and its trainer
+PLUGIN: list[Any] = [*catalog.PLUGIN, train_toy.TRAINER]
+
+__all__ = ["PLUGIN", "MaeVqgan", "MaeVqganConfig", "VQGANConfig", "official", "tiny", "toy", "load_checkpoint", "save_checkpoint"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from nnvtv.adapter import AdapterSpec, ModelIO, StreamSpec, register_adapter
+from nnvtv.adapter import AdapterSpec, ModelIO, StreamSpec
 from nnvtv.canvas import CanvasGeometry, CanvasPrompts, normalize
 from nnvtv.errors import ShapeMismatchError
 from nnvtv.inputs import ModelInputs
@@ -72,7 +72,7 @@ class MaeVqganIO(ModelIO):
     ``[0, 1]``, treated as ICL canvases). Readout: ``[batch, 3, cell, cell]`` in ``[0, 1]``.
     """
 
-    readout_kind = "image"
+    modality = "image"
 
     def __init__(self, module: torch.nn.Module, tokenizer: Any = None) -> None:
         super().__init__(module, tokenizer)
@@ -121,22 +121,20 @@ class MaeVqganIO(ModelIO):
 
 _CONFIG_KEYS = dict(n_layers=("depth",), n_heads=("num_heads",), d_model=("embed_dim",))
 
-MAE_VQGAN = register_adapter(
-    AdapterSpec(
-        name="mae_vqgan",
-        model_types=("mae_vqgan",),
-        model_classes=("MaeVqgan",),
-        io=MaeVqganIO,
-        streams=(
-            StreamSpec(name="enc", block=("blocks.{i}",), attn_out=("blocks.{i}.attn.proj",), **_CONFIG_KEYS),
-            StreamSpec(
-                name="dec",
-                block=("decoder_blocks.{i}",),
-                attn_out=("decoder_blocks.{i}.attn.proj",),
-                n_layers=("decoder_depth",),
-                n_heads=("decoder_num_heads",),
-                d_model=("decoder_embed_dim",),
-            ),
+MAE_VQGAN = AdapterSpec(
+    name="mae_vqgan",
+    model_types=("mae_vqgan",),
+    model_classes=("MaeVqgan",),
+    io=MaeVqganIO,
+    streams=(
+        StreamSpec(name="enc", block=("blocks.{i}",), attn_out=("blocks.{i}.attn.proj",), **_CONFIG_KEYS),
+        StreamSpec(
+            name="dec",
+            block=("decoder_blocks.{i}",),
+            attn_out=("decoder_blocks.{i}.attn.proj",),
+            n_layers=("decoder_depth",),
+            n_heads=("decoder_num_heads",),
+            d_model=("decoder_embed_dim",),
         ),
-    )
+    ),
 )

@@ -1,21 +1,23 @@
-"""Catalogue entries: ``mae-vqgan`` (official checkpoint, user-supplied) and ``toy-visual`` (shipped)."""
+"""Catalogue entries ``mae-vqgan`` (official checkpoint, user-supplied) and ``toy-visual`` (shipped)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from nnvtv.adapters.toy.shipped import weights_folder
-
-from nnvtv.catalog import ModelEntry, register_model
+from nnvtv.catalog import ModelEntry
 from nnvtv.errors import CheckpointError
-from nnvtv.model import Model, wrap
+from nnvtv.model import Model
+from nnvtv.toys import weights_folder
+from nnvtv.wrapping import wrap
 
 from .adapter import MAE_VQGAN
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ENV_VAR = "NNVTV_MAE_VQGAN_CHECKPOINT"
 VISUAL_TASKS = ("segmentation", "low-light", "inpainting", "colorization")
+RETRAIN = "nnvtv train-toy visual --out DIR"
 
 
 def load_mae_vqgan(checkpoint: str | os.PathLike[str] | None = None) -> Model:
@@ -38,13 +40,15 @@ def load_toy_visual(weights_dir: str | os.PathLike[str] | None = None) -> Model:
     the ``--out`` folder of ``nnvtv train-toy visual`` instead (or a folder holding ``toy-visual/``)."""
     from .checkpoint import load_checkpoint
 
-    d = weights_folder("toy-visual", weights_dir, retrain="nnvtv train-toy visual --out DIR", shipped=WEIGHTS_DIR)
+    d = weights_folder("toy-visual", weights_dir, shipped=WEIGHTS_DIR, retrain=RETRAIN)
     return wrap(load_checkpoint(d / "model.safetensors"), adapter=MAE_VQGAN, name="toy-visual")
 
 
 _SEARCH_DEFAULTS = {"budget": 2048}
 
-register_model(
+#: the adapter and the two catalogue entries (the package's ``PLUGIN`` adds the trainer)
+PLUGIN: list[Any] = [
+    MAE_VQGAN,
     ModelEntry(
         name="mae-vqgan",
         description="MAE-VQGAN (Bar et al. 2022), official checkpoint from a local path (ViT-L/16 + VQGAN f16)",
@@ -53,9 +57,7 @@ register_model(
         modality="image",
         source=f"user checkpoint (${ENV_VAR})",
         defaults=_SEARCH_DEFAULTS,
-    )
-)
-register_model(
+    ),
     ModelEntry(
         name="toy-visual",
         description="MAE-VQGAN class at toy size (32 px canvas, 4x128x8 enc, 2 dec, VQGAN f4), trained on 4 procedural tasks",
@@ -64,5 +66,5 @@ register_model(
         modality="image",
         source="shipped",
         defaults=_SEARCH_DEFAULTS,
-    )
-)
+    ),
+]

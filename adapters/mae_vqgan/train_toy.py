@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from nnvtv.adapters.toy.schedule import warmup_cosine
 
 from nnvtv.canvas import CanvasGeometry, make_canvas, normalize
 from nnvtv.errors import ConfigError
 from nnvtv.tasks.procedural import FAMILIES, LATENTS, PALETTES, SHAPES, hole_origin, render_pair
+from nnvtv.toys import ToyTrainer, warmup_cosine
 
 from .adapter import layout
 from .checkpoint import save_checkpoint
@@ -612,6 +612,22 @@ def main(argv: list[str] | None = None) -> int:
                  tvp_batch=a.tvp_batch, family_weights=a.family_weights, latents=latents, shared_hole=a.shared_hole,
                  change_weight=a.change_weight, lr=a.lr, threads=a.threads, search_budget=a.search_budget)
     return 0
+
+
+
+def _train_summary(out_dir: Path, *, seed: int = 0) -> dict[str, Any]:
+    rec = train_visual(out_dir, seed=seed)
+    return {"metrics": rec["metrics"], "timing": rec["timing"]}
+
+
+#: ``nnvtv train-toy visual``
+TRAINER = ToyTrainer(
+    name="visual",
+    description="toy-visual (MAE-VQGAN) on four procedural canvas tasks",
+    train=_train_summary,
+    models=("toy-visual",),
+    command="nnvtv train-toy visual --out DIR",
+)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,19 @@ grid), 5 layers x d 128 x 8 heads, image and mask copies merged after layer 1. T
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
-from nnvtv.catalog import ModelEntry, register_model
-from nnvtv.model import Model, wrap
+from nnvtv.catalog import ModelEntry
+from nnvtv.model import Model
+from nnvtv.toys import weights_folder
+from nnvtv.wrapping import wrap
 
-from .shipped import WEIGHTS_DIR, weights_folder
-
-__all__ = ["TOY_SEGGPT_CONFIG", "build_model", "load_toy_seggpt", "WEIGHTS_DIR"]
+__all__ = ["TOY_SEGGPT_CONFIG", "build_model", "load_toy_seggpt", "WEIGHTS_DIR", "ENTRY", "RETRAIN"]
 
 NAME = "toy-seggpt"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+RETRAIN = "nnvtv train-toy seggpt --out DIR"
 
 TOY_SEGGPT_CONFIG: dict[str, Any] = dict(
     hidden_size=128,
@@ -50,19 +53,18 @@ def load_toy_seggpt(weights_dir: str | os.PathLike[str] | None = None) -> Model:
     """Load the shipped ``toy-seggpt`` (safetensors + config.json) and wrap it."""
     from transformers import SegGptForImageSegmentation
 
-    d = weights_folder(NAME, weights_dir, retrain="nnvtv train-toy seggpt")
+    d = weights_folder(NAME, weights_dir, shipped=WEIGHTS_DIR, retrain=RETRAIN)
     module = SegGptForImageSegmentation.from_pretrained(d, local_files_only=True)
     return wrap(module, name=NAME)
 
 
-register_model(
-    ModelEntry(
-        name=NAME,
-        description="SegGPT 5x8 (d 128) trained on procedural one-shot segmentation (15-px images, same pairs as toy-visual)",
-        loader=load_toy_seggpt,
-        default_task="segmentation",
-        modality="image",
-        source="shipped",
-        defaults={"budget": 1024},
-    )
+#: the catalogue entry of ``toy-seggpt`` (registered by the ``toy`` plug-in, :mod:`nnvtv.adapters.toy`)
+ENTRY = ModelEntry(
+    name=NAME,
+    description="SegGPT 5x8 (d 128) trained on procedural one-shot segmentation (15-px images, same pairs as toy-visual)",
+    loader=load_toy_seggpt,
+    default_task="segmentation",
+    modality="image",
+    source="shipped",
+    defaults={"budget": 1024},
 )

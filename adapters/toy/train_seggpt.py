@@ -37,9 +37,9 @@ from nnvtv.canvas import normalize
 from nnvtv.tasks.procedural import SHAPES, render_pair
 from nnvtv.tasks.sources import Procedural
 from nnvtv.tasks.visual import VisualTask
+from nnvtv.toys import ToyTrainer, warmup_cosine
 
-from .schedule import warmup_cosine
-from .seggpt import NAME, TOY_SEGGPT_CONFIG, build_model
+from .seggpt import NAME, RETRAIN, TOY_SEGGPT_CONFIG, build_model
 
 __all__ = ["make_episodes", "train_seggpt", "evaluate_toy_seggpt", "write_model_card", "main"]
 
@@ -231,6 +231,21 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - CLI
     a = p.parse_args(argv)
     r = train_seggpt(a.out, seed=a.seed, steps=a.steps)
     print(json.dumps(r["summary"], indent=1))
+
+
+
+def _train_summary(out_dir: Path, *, seed: int = 0) -> dict[str, Any]:
+    return train_seggpt(out_dir, seed=seed)["summary"]
+
+
+#: ``nnvtv train-toy seggpt``
+TRAINER = ToyTrainer(
+    name="seggpt",
+    description="toy-seggpt on procedural one-shot segmentation",
+    train=_train_summary,
+    models=(NAME,),
+    command=RETRAIN,
+)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,6 +40,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from nnvtv.toys import ToyTrainer
+
 from .text_data import (
     DEMO_TEMPLATE,
     EVAL_QUERY_SYMBOLS,
@@ -609,6 +611,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{m['zero_shot']:.3f} residual-TV {m['residual_tv_by_layer']} greedy {m['greedy_curve']}"
         )
     return 0
+
+
+
+#: ``nnvtv train-toy text``
+TRAINER = ToyTrainer(
+    name="text",
+    description="toy-text-natural (natural ICL training) then toy-text (+ task-vector-prompting curriculum)",
+    train=train_text,
+    models=(NATURAL_NAME, TVP_NAME),
+    command="nnvtv train-toy text --out DIR",
+)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from ._protocol import (
     StrategyResult,
     StrategyStateError,
 )
-from ._registry import get_strategy, list_strategies, register_strategy, strategy_name
+from ._registry import STRATEGIES, get_strategy, list_strategies, register_strategy, strategy_name
 from .cmaes import CMAES
 from .driver import SearchProgress, SearchRun, SearchStep, run_search
 from .greedy import Greedy
@@ -61,6 +61,7 @@ from .reinforce import Reinforce
 
 __all__ = [
     "CMAES",
+    "STRATEGIES",
     "BaseStrategy",
     "Greedy",
     "ObjectiveError",

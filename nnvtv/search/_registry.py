@@ -1,4 +1,7 @@
-"""Name -> strategy class registry: ``register_strategy``, ``get_strategy``, ``list_strategies``."""
+"""Name -> strategy class registry :data:`STRATEGIES`: ``register_strategy``, ``get_strategy``, ``list_strategies``.
+
+:data:`STRATEGIES` follows the convention of every nnvtv registry (:mod:`nnvtv.registry`).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from nnvtv.errors import ConfigError, UnknownStrategyError
+from nnvtv.registry import Registry, deprecated_replace
 
 from ._protocol import Strategy
 
-__all__ = ["get_strategy", "list_strategies", "register_strategy", "strategy_name"]
+__all__ = ["STRATEGIES", "get_strategy", "list_strategies", "register_strategy", "strategy_name"]
 
-_REGISTRY: dict[str, type] = {}
 _REQUIRED = ("ask", "tell", "should_stop", "result", "n_sites", "population_size", "generation")
 
 T = TypeVar("T", bound=type)
@@ -56,67 +59,52 @@ def _validate_class(name: str, cls: Any) -> None:
             )
 
 
+#: every search strategy class, by name
+STRATEGIES: Registry[type] = Registry(
+    "search strategy",
+    None,
+    UnknownStrategyError,
+    how_to_add="To add one, decorate a class implementing nnvtv.search.Strategy with @nnvtv.search.register_strategy('name').",
+    check=lambda cls, name: _validate_class(name, cls),
+    name_of=lambda cls: getattr(cls, "name", cls.__name__),
+)
+
+
 @overload
 def register_strategy(name: str) -> Callable[[T], T]: ...
 @overload
-def register_strategy(name: str, cls: T, *, overwrite: bool = False) -> T: ...
+def register_strategy(name: str, cls: T, *, replace: bool = False, overwrite: bool | None = None) -> T: ...
 
 
-def register_strategy(name: str, cls: Any = None, *, overwrite: bool = False) -> Any:
+def register_strategy(name: str, cls: Any = None, *, replace: bool = False, overwrite: bool | None = None) -> Any:
     """Register a strategy class under ``name``; use as ``@register_strategy("name")`` or call.
 
     The class must implement :class:`nnvtv.search.Strategy`, take ``(n_sites, *, seed, ...)``
     and declare all options as keyword arguments (no ``**kwargs``). Re-registering a name for a
-    different class raises :class:`~nnvtv.errors.ConfigError` unless ``overwrite=True``.
+    different class raises :class:`~nnvtv.errors.ConfigError` unless ``replace=True``
+    (``overwrite=`` is its deprecated name).
     """
+    replace = deprecated_replace(replace, "overwrite", overwrite, "register_strategy")
     if cls is None:
 
         def decorator(klass: T) -> T:
-            return register_strategy(name, klass, overwrite=overwrite)
+            return register_strategy(name, klass, replace=replace)
 
         return decorator
-    _validate_class(name, cls)
-    existing = _REGISTRY.get(name)
-    if existing is not None and existing is not cls and not overwrite:
-        raise ConfigError(
-            f"strategy name {name!r} is already registered for "
-            f"{existing.__module__}.{existing.__qualname__}; pick another name or pass "
-            "overwrite=True"
-        )
-    _REGISTRY[name] = cls
-    return cls
+    return STRATEGIES.register(cls, name=name, replace=replace)
 
 
 def list_strategies() -> list[str]:
     """Names of all registered strategies, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(STRATEGIES.names())
 
 
 def strategy_name(strategy: Any) -> str:
     """The registered name of a strategy instance (or its class name if unregistered)."""
-    for name, cls in _REGISTRY.items():
+    for name, cls in STRATEGIES.items():
         if type(strategy) is cls:
             return name
     return type(strategy).__name__
-
-
-def strategy_options(name: str) -> dict[str, Any]:
-    """Option names of strategy ``name`` with their defaults (``inspect.Parameter.empty`` if none)."""
-    return {k: p.default for k, p in _option_params(_lookup(name)).items()}
-
-
-def _lookup(name: str) -> type:
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        pass
-    close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise UnknownStrategyError(
-        f"unknown search strategy {name!r}; available: {', '.join(list_strategies())}.{hint} "
-        "To add one, decorate a class implementing nnvtv.search.Strategy with "
-        f"@nnvtv.search.register_strategy({str(name)!r})."
-    )
 
 
 def get_strategy(name: str, n_sites: int, *, seed: int = 0, **options: Any) -> Strategy:
@@ -126,7 +114,7 @@ def get_strategy(name: str, n_sites: int, *, seed: int = 0, **options: Any) -> S
     :class:`~nnvtv.errors.ConfigError` listing the valid ones, an unknown ``name`` raises
     :class:`~nnvtv.errors.UnknownStrategyError` listing the registered ones.
     """
-    cls = _lookup(name)
+    cls = STRATEGIES.get(name)
     valid = _option_params(cls)
     unknown = sorted(set(options) - set(valid))
     if unknown:

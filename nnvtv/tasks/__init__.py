@@ -4,8 +4,10 @@
 >>> task = nnvtv.tasks.from_json("my_pairs.json")  # function-vector format
 >>> nnvtv.tasks.list_tasks()
 
-Shipped word-pair files live in ``nnvtv/tasks/data``; adapters (e.g. the toy models)
-register their own tasks on import.
+Tasks live in the registry :data:`TASKS` (the convention of :mod:`nnvtv.registry`): the
+shipped word-pair files in ``nnvtv/tasks/data`` and the four procedural visual tasks are
+nnvtv's own; plug-ins add theirs (e.g. the toy text models' symbol tasks) through the
+entry-point group ``nnvtv.adapters``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from nnvtv.errors import UnknownTaskError
+from nnvtv.registry import Registry, deprecated_replace
 from nnvtv.tasks.base import Split, Task, TaskBatch
 from nnvtv.tasks.text import DEFAULT_FORMAT, PromptFormat, WordPairTask, from_json
+from nnvtv.tasks.visual import procedural_tasks
 
 __all__ = [
+    "TASKS",
     "DEFAULT_FORMAT",
     "PromptFormat",
     "Split",
@@ -30,50 +35,42 @@ __all__ = [
 ]
 
 DATA_DIR = Path(__file__).parent / "data"
-_REGISTRY: dict[str, Task] = {}
-_LOADED = False
+
+#: every task, by name
+TASKS: Registry[Task] = Registry(
+    "task",
+    Task,
+    UnknownTaskError,
+    how_to_add=(
+        "A word-pair JSON file (function-vector format: a list of {\"input\", \"output\"}) can be "
+        "given by path; nnvtv.tasks.register(task) adds a Task object."
+    ),
+)
 
 
-def register(task: Task, *, override: bool = False) -> Task:
-    """Make ``task`` available as ``nnvtv.tasks.get(task.name)``."""
-    if task.name in _REGISTRY and not override and _REGISTRY[task.name] is not task:
-        raise UnknownTaskError(f"a task named {task.name!r} is already registered; pass override=True")
-    _REGISTRY[task.name] = task
-    return task
-
-
-def _load_builtin() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    for path in sorted(DATA_DIR.glob("*.json")):
-        if path.stem not in _REGISTRY:
-            register(from_json(path, description=f"word pairs from {path.name}"))
-    from nnvtv.tasks.visual import procedural_tasks
-
-    for task in procedural_tasks():  # segmentation, low-light, inpainting, colorization
-        if task.name not in _REGISTRY:
-            register(task)
-    import nnvtv.adapters  # noqa: F401  (adapters register their own tasks)
+def register(task: Task, *, replace: bool = False, override: bool | None = None) -> Task:
+    """Make ``task`` available as ``nnvtv.tasks.get(task.name)`` (``override=`` is the deprecated
+    name of ``replace=``)."""
+    return TASKS.register(task, replace=deprecated_replace(replace, "override", override, "nnvtv.tasks.register"))
 
 
 def list_tasks() -> list[Task]:
-    """Every registered task, shipped ones first."""
-    _load_builtin()
-    return list(_REGISTRY.values())
+    """Every registered task, nnvtv's own first."""
+    return TASKS.values()
 
 
 def get(name: str | Task) -> Task:
     """The task called ``name`` (a :class:`Task` passes through); a ``.json`` path loads it."""
     if isinstance(name, Task):
         return name
-    _load_builtin()
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    if name.endswith(".json") and Path(name).exists():
+    if name in TASKS:
+        return TASKS.get(name)
+    if str(name).endswith(".json") and Path(name).exists():
         return from_json(name)
-    raise UnknownTaskError(
-        f"unknown task {name!r}. Available: {', '.join(sorted(_REGISTRY))}. "
-        "A word-pair JSON file (function-vector format) can be given by path."
-    )
+    return TASKS.get(name)  # raises UnknownTaskError listing the tasks
+
+
+for _path in sorted(DATA_DIR.glob("*.json")):
+    TASKS.register_builtin(from_json(_path, description=f"word pairs from {_path.name}"))
+for _task in procedural_tasks():  # segmentation, low-light, inpainting, colorization
+    TASKS.register_builtin(_task)
