@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from nnvtv.search import SearchRun, run_search
 from nnvtv.sites import SiteSpace
 from nnvtv.tasks import Task, TaskBatch
 from nnvtv.tasks import get as get_task
+from nnvtv.tasks.base import cycle
 from nnvtv.vector import TaskVector
 
 __all__ = ["find", "SearchResult", "Progress", "evaluate", "Scores"]
@@ -136,17 +137,6 @@ class SearchResult:
         }
 
 
-def _chunks(batch: TaskBatch, size: int) -> Iterator[Any]:
-    for start in range(0, batch.inputs.batch_size, size):
-        yield batch.inputs.rows(slice(start, start + size))
-
-
-def _cycle(items: Sequence[Any], n: int) -> list[Any]:
-    if not items:
-        raise ConfigError("the task's train split is empty")
-    return [items[i % len(items)] for i in range(n)]
-
-
 def score_batch(model: Model, task: Task, batch: TaskBatch, patch: Any = None) -> float:
     """Mean task metric of ``batch`` (optionally patched)."""
     out = model.run(batch.inputs, patch, readout=True)
@@ -242,12 +232,12 @@ def find(
 
     # 1. means over ICL prompts of train queries
     t = time.perf_counter()
-    icl_train = task.icl(model, _cycle(split.train, n_mean_prompts), split.train, shots=shots, seed=seed)
+    icl_train = task.icl(model, cycle(split.train, n_mean_prompts, name="n_mean_prompts"), split.train, shots=shots, seed=seed)
     def mean_progress(done: int) -> None:
         if progress:
             progress(Progress("means", done, n_mean_prompts))
     means = mean_activations(
-        model, _chunks(icl_train, 64), space, progress=mean_progress,
+        model, icl_train.chunks(64), space, progress=mean_progress,
         meta={"task": task.name, "shots": shots, "n_prompts": n_mean_prompts, "seed": seed},
     )
     timings["means"] = time.perf_counter() - t

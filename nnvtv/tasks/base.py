@@ -8,18 +8,22 @@ builds inputs therefore takes the wrapped model.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 
+from nnvtv.checks import positive_int
+from nnvtv.errors import EmptyDataError
 from nnvtv.inputs import ModelInputs
 
 if TYPE_CHECKING:
     from nnvtv.model import Model
 
-__all__ = ["Task", "TaskBatch", "Split"]
+__all__ = ["Task", "TaskBatch", "Split", "cycle"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,6 +42,25 @@ class TaskBatch:
 
     def __len__(self) -> int:
         return self.inputs.batch_size
+
+    def chunks(self, size: int) -> Iterator[ModelInputs]:
+        """The inputs in consecutive row blocks of at most ``size`` rows (made one at a time)."""
+        positive_int("size", size)
+        return (self.inputs.rows(slice(start, start + size)) for start in range(0, len(self), size))
+
+
+def cycle(items: Sequence[T], n: int, *, name: str = "n") -> list[T]:
+    """``n`` items taken from ``items`` in order, starting over at the end.
+
+    ``name`` is what the caller calls ``n`` (named in the error if it is not a positive int).
+
+    Raises:
+        EmptyDataError: ``items`` is empty (e.g. a task whose train split is empty).
+    """
+    positive_int(name, n)
+    if not items:
+        raise EmptyDataError(f"cannot take {n} items from an empty sequence (is the task's train split empty?)")
+    return [items[i % len(items)] for i in range(n)]
 
 
 @dataclass(frozen=True)
