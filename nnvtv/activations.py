@@ -8,17 +8,14 @@ Means save to ``<path>.safetensors`` + ``<path>.json`` (never pickles).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
+from nnvtv import store
 from nnvtv.errors import (
-    CheckpointError,
     EmptyDataError,
     FingerprintMismatchError,
     ShapeMismatchError,
@@ -33,6 +30,19 @@ if TYPE_CHECKING:
     from nnvtv.model import Model
 
 __all__ = ["Means", "mean_activations"]
+
+MEANS_SCHEMA = store.Schema(
+    "nnvtv.means/1",
+    what="set of means",
+    writer="Means.save",
+    fields={
+        "count": store.Field(store.at_least(store.INT, 1)),
+        "fingerprint": store.Field(store.STR),
+        "sites": store.Field(store.list_of(store.SITE, unique=True)),
+        "meta": store.Field(store.ANY_DICT, default={}),
+    },
+    tensors=store.Tensors(listed_in="sites", ndim=2),  # one [positions_in_group, width] per site
+)
 
 
 class Means(Mapping[Site, torch.Tensor]):
@@ -86,35 +96,27 @@ class Means(Mapping[Site, torch.Tensor]):
         return Means({s: self[s] for s in sites}, count=self.count, fingerprint=self.fingerprint, meta=self.meta)
 
     def save(self, path: str | Path) -> Path:
-        """Write ``path.safetensors`` and ``path.json``; returns the safetensors path."""
+        """Write ``path.safetensors`` and ``path.json``; returns the safetensors path.
+
+        Written through :func:`nnvtv.store.save` (temporary files renamed into place; a set of
+        means that :meth:`load` would refuse, e.g. with NaN values, is never written).
+        """
         base = Path(path).with_suffix("")
-        base.parent.mkdir(parents=True, exist_ok=True)
-        save_file({str(s): v.contiguous() for s, v in self._values.items()}, str(base) + ".safetensors")
-        Path(str(base) + ".json").write_text(
-            json.dumps({"format": "nnvtv.means/1", "count": self.count, "fingerprint": self.fingerprint, "sites": [str(s) for s in self._values], "meta": self.meta}, indent=1)
-        )
+        info = {"count": self.count, "fingerprint": self.fingerprint, "sites": [str(s) for s in self._values], "meta": self.meta}
+        store.save(base, MEANS_SCHEMA, info, {str(s): v for s, v in self._values.items()})
         return Path(str(base) + ".safetensors")
 
     @classmethod
     def load(cls, path: str | Path) -> Means:
-        base = Path(path).with_suffix("")
-        try:
-            info = json.loads(Path(str(base) + ".json").read_text())
-            tensors = load_file(str(base) + ".safetensors")
-        except (OSError, ValueError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read means at {base}.{{json,safetensors}}: {exc}") from exc
-        fmt = info.get("format") if isinstance(info, dict) else None
-        if fmt != "nnvtv.means/1":
-            raise CheckpointError(f"{base}.json is not an nnvtv means file (format={fmt!r})")
-        try:
-            values = {Site.parse(n): tensors[n] for n in info["sites"]}
-            count, fingerprint = int(info["count"]), str(info["fingerprint"])
-        except (KeyError, TypeError, ValueError) as exc:  # SiteError is a KeyError
-            raise CheckpointError(
-                f"means at {base}.{{json,safetensors}} are inconsistent (missing or bad {exc}); "
-                "the two files must come from the same Means.save"
-            ) from exc
-        return cls(values, count=count, fingerprint=fingerprint, meta=info.get("meta"))
+        """Read what :meth:`save` wrote (``path`` with or without a suffix); strict, see :mod:`nnvtv.store`.
+
+        Raises:
+            CheckpointError: a file is missing, corrupt or foreign, a field is missing or of the
+                wrong kind, a listed site has no tensor, or a value is not finite.
+        """
+        info, tensors = store.load(Path(path).with_suffix(""), MEANS_SCHEMA)
+        values = {Site.parse(n): tensors[n] for n in info["sites"]}
+        return cls(values, count=info["count"], fingerprint=info["fingerprint"], meta=info["meta"])
 
     def __repr__(self) -> str:
         return f"Means({len(self)} sites, count={self.count}, model={self.fingerprint})"

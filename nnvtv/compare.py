@@ -23,13 +23,12 @@ Nothing here knows a modality: tasks score readouts, models describe their own s
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nnvtv import catalog
+from nnvtv import catalog, store
 from nnvtv.errors import ConfigError, EmptyDataError, NnvtvError
 from nnvtv.find import Progress, SearchResult, find, score_batch
 from nnvtv.model import Model
@@ -41,6 +40,66 @@ from nnvtv.vector import TaskVector
 __all__ = ["Comparison", "RunSummary", "compare", "depth_profile", "jaccard"]
 
 FORMAT = "nnvtv.compare/1"
+STEM = "compare"  # compare.json; the task vectors go to vectors/<label>/
+
+_DEPTH_ROW = store.Record(
+    {
+        "stream": store.Field(store.STR),
+        "layer": store.Field(store.at_least(store.INT, 0)),
+        "depth": store.Field(store.NUMBER),
+        "selected": store.Field(store.at_least(store.INT, 0)),
+        "total": store.Field(store.at_least(store.INT, 0)),
+    },
+    expected="a depth row {stream, layer, depth, selected, total}",
+)
+_RUN = store.Record(
+    {
+        "label": store.Field(store.STR),
+        "model": store.Field(store.STR),
+        "fingerprint": store.Field(store.STR),
+        "seed": store.Field(store.INT),
+        "layers": store.Field(store.dict_of(store.at_least(store.INT, 0))),
+        "scores": store.Field(store.ANY_DICT),
+        "sites": store.Field(store.list_of(store.SITE, unique=True)),
+        "space": store.Field(store.list_of(store.SITE, unique=True)),
+        "forward_passes": store.Field(store.at_least(store.INT, 0)),
+        "depth": store.Field(store.list_of(_DEPTH_ROW)),
+        "n_sites": store.Field(store.at_least(store.INT, 0), default=None),  # derived, written for readers
+        "mean_depth": store.Field(store.nullable(store.NUMBER), default=None),  # derived
+    },
+    expected="a run {label, model, fingerprint, seed, layers, scores, sites, space, forward_passes, depth}",
+)
+_MATRIX = store.list_of(store.list_of(store.nullable(store.NUMBER)))
+
+
+def _consistent(info: Mapping[str, Any], tensors: Mapping[str, Any]) -> tuple[str, Any, str] | None:
+    n = len(info["runs"])
+    labels = [r["label"] for r in info["runs"]]
+    if len(set(labels)) != n:
+        return ("runs", labels, "runs with distinct labels")
+    for name in ("jaccard", "transfer"):
+        rows = info[name]
+        if len(rows) != n or any(len(r) != n for r in rows):
+            return (name, rows, f"a {n} x {n} matrix (one row and one column per run)")
+    return None
+
+
+SCHEMA = store.Schema(
+    FORMAT,
+    what="comparison",
+    writer="Comparison.save",
+    fields={
+        "task": store.Field(store.STR),
+        "metric": store.Field(store.STR),
+        "strategy": store.Field(store.STR),
+        "budget": store.Field(store.nullable(store.INT)),
+        "runs": store.Field(store.list_of(_RUN)),
+        "jaccard": store.Field(_MATRIX),
+        "transfer": store.Field(_MATRIX),
+        "transfer_notes": store.Field(store.dict_of(store.STR), default={}),
+    },
+    check=_consistent,
+)
 
 
 @dataclass
@@ -145,29 +204,28 @@ class Comparison:
     def save(self, directory: str | Path, *, figure: bool = True) -> Path:
         """Write ``compare.json``, ``compare.png`` and ``vectors/<label>/`` into ``directory``."""
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "compare.json").write_text(json.dumps(self.as_dict(), indent=1))
+        info = {k: v for k, v in self.as_dict().items() if k != "format"}
+        path = store.save(d / STEM, SCHEMA, info)
         for run, vector in zip(self.runs, self.vectors, strict=False):
             vector.save(d / "vectors" / _safe(run.label))
         if figure:
             from nnvtv.report import plot_comparison
 
             plot_comparison(self, d / "compare.png")
-        return d / "compare.json"
+        return path
 
     @classmethod
     def load(cls, path: str | Path) -> Comparison:
-        """Read ``compare.json`` (or the directory holding it); vectors load from ``vectors/``."""
+        """Read ``compare.json`` (or the directory holding it); vectors load from ``vectors/``.
+
+        Strict (:class:`~nnvtv.errors.CheckpointError`, see :mod:`nnvtv.store`): a missing,
+        corrupt or foreign file, or a missing or mistyped field, is refused with the field named.
+        """
         p = Path(path)
         if p.is_dir():
             p = p / "compare.json"
-        try:
-            data = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            from nnvtv.errors import CheckpointError
-
-            raise CheckpointError(f"cannot read the comparison at {p}: {exc}") from exc
-        cmp = cls.from_dict(data)
+        info, _ = store.load(p.with_suffix("") if p.suffix == ".json" else p, SCHEMA)
+        cmp = cls.from_dict({"format": FORMAT, **info})
         vec_dir = p.parent / "vectors"
         if vec_dir.is_dir():
             cmp.vectors = [TaskVector.load(vec_dir / _safe(r.label)) for r in cmp.runs if (vec_dir / _safe(r.label)).is_dir()]

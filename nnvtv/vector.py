@@ -8,18 +8,16 @@ searched site space, mode). Applying a vector to a model whose fingerprint diffe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from nnvtv.errors import CheckpointError, FingerprintMismatchError, ShapeMismatchError
-from nnvtv.patching import Patch
+from nnvtv import store
+from nnvtv.errors import FingerprintMismatchError, ShapeMismatchError
+from nnvtv.patching import MODES, Patch
 from nnvtv.sites import Site, SiteSpace
 
 if TYPE_CHECKING:
@@ -28,8 +26,41 @@ if TYPE_CHECKING:
 __all__ = ["TaskVector", "FORMAT"]
 
 FORMAT = "nnvtv.task_vector/1"
-TENSORS = "task_vector.safetensors"
-META = "task_vector.json"
+STEM = "task_vector"  # the directory holds task_vector.json + task_vector.safetensors
+TENSORS = f"{STEM}.safetensors"
+META = f"{STEM}.json"
+
+
+def _consistent(info: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> tuple[str, Any, str] | None:
+    """The rules across fields of a saved task vector (``None``: consistent)."""
+    sites, space, probs = info["sites"], info["space"], info["probabilities"]
+    if info["n_sites"] is not None and info["n_sites"] != len(sites):
+        return ("n_sites", info["n_sites"], f"{len(sites)}, the number of names in 'sites'")
+    if probs is not None and len(probs) != len(space):
+        return ("probabilities", probs, f"one probability per site of 'space' ({len(space)})")
+    return None
+
+
+SCHEMA = store.Schema(
+    FORMAT,
+    what="task vector",
+    writer="TaskVector.save",
+    fields={
+        "model": store.Field(store.STR),
+        "fingerprint": store.Field(store.STR),
+        "task": store.Field(store.STR),
+        "strategy": store.Field(store.STR),
+        "mode": store.Field(store.one_of(*MODES)),
+        "sites": store.Field(store.list_of(store.SITE, unique=True)),
+        "n_sites": store.Field(store.INT, default=None),
+        "space": store.Field(store.list_of(store.SITE, unique=True), default=[]),
+        "scores": store.Field(store.ANY_DICT, default={}),
+        "probabilities": store.Field(store.nullable(store.list_of(store.NUMBER)), default=None),
+        "meta": store.Field(store.ANY_DICT, default={}),
+    },
+    tensors=store.Tensors(listed_in="sites", ndim=2),  # one [positions_in_group, width] per site
+    check=_consistent,
+)
 
 
 @dataclass
@@ -117,11 +148,9 @@ class TaskVector:
 
     # ------------------------------------------------------------------ disk
     def save(self, directory: str | Path) -> Path:
+        """Write ``task_vector.json`` + ``task_vector.safetensors`` (float32) into ``directory``."""
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        save_file({str(s): v.detach().to(torch.float32).contiguous() for s, v in self.values.items()}, str(d / TENSORS))
         info = {
-            "format": FORMAT,
             "model": self.model,
             "fingerprint": self.fingerprint,
             "task": self.task,
@@ -134,30 +163,22 @@ class TaskVector:
             "probabilities": self.probabilities,
             "meta": self.meta,
         }
-        (d / META).write_text(json.dumps(info, indent=1, default=_jsonable))
+        tensors = {str(s): v.detach().to(torch.float32) for s, v in self.values.items()}
+        store.save(d / STEM, SCHEMA, info, tensors)
         return d
 
     @classmethod
     def load(cls, directory: str | Path) -> TaskVector:
+        """Read a directory :meth:`save` wrote (or either file in it); strict, see :mod:`nnvtv.store`.
+
+        Raises:
+            CheckpointError: a file is missing, corrupt or foreign, a field is missing or of the
+                wrong kind, a listed site has no tensor, or a value is not finite.
+        """
         d = Path(directory)
         if d.is_file():
             d = d.parent
-        meta_path, tensor_path = d / META, d / TENSORS
-        if not meta_path.exists() or not tensor_path.exists():
-            raise CheckpointError(f"{d} is not a task-vector directory: expected {META} and {TENSORS} in it")
-        try:
-            info = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{meta_path} is not valid JSON ({exc}); the file is corrupt") from exc
-        if not isinstance(info, Mapping) or info.get("format") != FORMAT:
-            raise CheckpointError(f"{meta_path} is not an nnvtv task vector (format={info.get('format') if isinstance(info, Mapping) else None!r}, expected {FORMAT!r})")
-        try:
-            tensors = load_file(str(tensor_path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{tensor_path} cannot be read as safetensors ({exc}); the file is corrupt") from exc
-        missing = [n for n in info["sites"] if n not in tensors]
-        if missing:
-            raise CheckpointError(f"{tensor_path} lacks tensors for sites {missing[:3]} listed in {META}")
+        info, tensors = store.load(d / STEM, SCHEMA)
         return cls(
             values={Site.parse(n): tensors[n] for n in info["sites"]},
             mode=info["mode"],
@@ -165,19 +186,12 @@ class TaskVector:
             model=info["model"],
             task=info["task"],
             strategy=info["strategy"],
-            space=list(info.get("space") or []),
-            scores=dict(info.get("scores") or {}),
-            probabilities=info.get("probabilities"),
-            meta=dict(info.get("meta") or {}),
+            space=info["space"],
+            scores=info["scores"],
+            probabilities=info["probabilities"],
+            meta=info["meta"],
         )
 
     def __repr__(self) -> str:
         return f"TaskVector({len(self)} sites, model={self.model!r}, task={self.task!r}, strategy={self.strategy!r}, mode={self.mode!r})"
 
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    return str(x)

@@ -54,7 +54,7 @@ def test_comparison_saves_and_reloads(toy_comparison, tmp_path):
     assert [v.sites for v in back.vectors] == [v.sites for v in toy_comparison.vectors]
     bad = tmp_path / "other.json"
     bad.write_text(json.dumps({"format": "something-else"}))
-    with pytest.raises(nnvtv.errors.ConfigError, match="not an nnvtv comparison"):
+    with pytest.raises(nnvtv.errors.CheckpointError, match="not an nnvtv comparison"):
         Comparison.load(bad)
 
 

@@ -96,7 +96,7 @@ def test_corrupt_vector_files_give_clear_errors(default_result, tmp_path):
     (tmp_path / "task_vector.json").write_text("{")
     with pytest.raises(CheckpointError, match="JSON"):
         nnvtv.TaskVector.load(tmp_path)
-    with pytest.raises(CheckpointError, match="not a task-vector directory"):
+    with pytest.raises(CheckpointError, match="holds no saved task vector"):
         nnvtv.TaskVector.load(tmp_path / "nowhere")
 
 
