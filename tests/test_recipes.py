@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -27,18 +29,54 @@ def task() -> WordPairTask:
     return WordPairTask("tiny-perm", pairs, default_shots=3)
 
 
-def test_layer_sweep_shapes_and_patch_is_the_measured_one(llama, task):
+def _hand_accuracy(model, task, batch, patch=None) -> float:
+    out = model.run(batch.inputs, patch, readout=True)
+    return float(task.score(out, batch.targets).mean())
+
+
+def _block_outputs_at_last_token(model, batch, layer) -> torch.Tensor:
+    """``[N, d_model]``: block ``layer``'s output at each prompt's last token, read with a plain
+    torch hook, one prompt at a time (no nnvtv tracing, no padding)."""
+    seen: list[torch.Tensor] = []
+    hook = model.module.model.layers[layer].register_forward_hook(
+        lambda module, args, out: seen.append(out[0] if isinstance(out, tuple) else out)
+    )
+    rows = []
+    try:
+        for i in range(len(batch)):
+            one = batch.inputs.rows(slice(i, i + 1))
+            with torch.no_grad():
+                model.module(**one.kwargs)
+            rows.append(seen[-1][0, int(one.group_positions("", "last").flatten()[0])].float())
+    finally:
+        hook.remove()
+    return torch.stack(rows)
+
+
+def test_layer_sweep_values_are_the_hand_computed_ones(llama, task):
     sweep = recipes.layer_sweep(llama, task, n_mean_prompts=8, n_queries=6)
     assert sweep.layers == [0, 1]
     assert len(sweep.accuracy) == 2 and sweep.means.shape == (2, 16)
     assert sweep.forward_passes == 2 and sweep.example_forwards == 12
-    assert sweep.best_layer in (0, 1) and sweep.best_accuracy == max(sweep.accuracy)
-    # the accuracy at each layer is what patching that layer by hand gives
+    # the means are block outputs at the last token averaged over the 8 clean ICL prompts
+    # (train queries in order, 3 shots, seed 0), read here with a plain forward hook
     split = task.split(0)
-    zs = task.zero_shot(llama, split.test[:6])
+    icl = task.icl(llama, [split.train[i % len(split.train)] for i in range(8)], split.train, shots=3, seed=0)
     for i, layer in enumerate(sweep.layers):
-        out = llama.run(zs.inputs, sweep.patch(layer), readout=True)
-        assert float(task.score(out, zs.targets).mean()) == pytest.approx(sweep.accuracy[i])
+        expected = _block_outputs_at_last_token(llama, icl, layer).mean(0)
+        assert torch.allclose(sweep.means[i], expected, atol=1e-5), layer
+    # the accuracy at each layer is what patching that layer by hand gives; the baselines too
+    zs = task.zero_shot(llama, split.test[:6])
+    by_hand = [_hand_accuracy(llama, task, zs, sweep.patch(layer)) for layer in sweep.layers]
+    assert sweep.accuracy == pytest.approx(by_hand)
+    assert sweep.zero_shot == pytest.approx(_hand_accuracy(llama, task, zs))
+    icl_test = task.icl(llama, split.test[:6], split.train, shots=3, seed=1)
+    assert sweep.icl == pytest.approx(_hand_accuracy(llama, task, icl_test))
+    # the best layer is the first arg-max of those accuracies
+    first_best = by_hand.index(max(by_hand))
+    assert sweep.best_layer == sweep.layers[first_best] and sweep.best_accuracy == pytest.approx(by_hand[first_best])
+    tie = dataclasses.replace(sweep, accuracy=[0.5, 0.5])
+    assert tie.best_layer == 0 and dataclasses.replace(sweep, accuracy=[0.25, 0.5]).best_layer == 1
     with pytest.raises(ConfigError, match="not swept"):
         sweep.patch(5)
 
@@ -49,10 +87,10 @@ def test_layer_sweep_save_load_round_trip(llama, task, tmp_path):
     back = recipes.LayerSweep.load(tmp_path / "s")
     assert back.as_dict() == sweep.as_dict()
     assert torch.equal(back.means, sweep.means)
-    with pytest.raises(CheckpointError, match="no saved layer_sweep"):
+    with pytest.raises(CheckpointError, match="holds no saved layer sweep"):
         recipes.LayerSweep.load(tmp_path / "nothing")
     (tmp_path / "s" / "layer_sweep.json").write_text("{not json")
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="layer_sweep.json is not valid JSON"):
         recipes.LayerSweep.load(tmp_path / "s")
 
 
@@ -75,20 +113,30 @@ def test_cie_is_the_probability_gain_of_one_patched_head(llama, task):
         out = llama.run(batch.inputs, patch, readout=True)
         return torch.softmax(out, -1).gather(-1, batch.targets[:, None])[:, 0]
 
-    site = nnvtv.Site(1, 2, "last")
-    expected = (p(means.patch([site])) - p(None)).mean()
-    assert float(cie[1, 2]) == pytest.approx(float(expected), abs=1e-6)
+    clean = p(None)
+    expected = torch.tensor([[float((p(means.patch([nnvtv.Site(layer, head, "last")])) - clean).mean()) for head in range(4)] for layer in range(2)])
+    assert torch.allclose(cie, expected, atol=1e-6)  # every head, one patched forward each
 
 
 def test_function_vector_is_sum_of_projected_head_means(llama, task, tmp_path):
     fv = recipes.function_vector(llama, task, k=3, n_mean_prompts=6, n_cie_prompts=4, n_queries=6)
     assert fv.layer == 0 and len(fv.heads) == 3 and fv.vector.shape == (16,)
-    assert len(fv.layer_accuracy) == 2
-    # the chosen heads are the top-3 of the CIE matrix
-    top = sorted(((float(fv.cie[s.layer, s.head]), s) for s in fv.heads), key=lambda t: -t[0])
-    assert min(v for v, _ in top) >= fv.cie.flatten().sort(descending=True).values[2] - 1e-9
-    # vector = sum of o_proj(head mean in its slice), computed here with the weight matrix
+    # the chosen heads are the top-3 of the CIE matrix, best first (ties: the earlier head)
+    ranked = sorted(((layer, head) for layer in range(2) for head in range(4)), key=lambda lh: (-float(fv.cie[lh]), lh))
+    assert [(s.layer, s.head) for s in fv.heads] == ranked[:3]
+    # the CIE it ranked by is the one causal_indirect_effects measures for these settings
     means = recipes.icl_means(llama, task, llama.sites("head", groups=["last"]), n_prompts=6)
+    assert torch.allclose(fv.cie, recipes.causal_indirect_effects(llama, task, means, n_prompts=4), atol=1e-6)
+    # every accuracy is the one measured by hand with the vector added (or not)
+    split = task.split(0)
+    zs = task.zero_shot(llama, split.test[:6])
+    shuffled = task.icl(llama, split.test[:6], split.train, shots=3, seed=1, shuffle_labels=True)
+    assert fv.layer_accuracy == pytest.approx([_hand_accuracy(llama, task, zs, fv.patch(layer)) for layer in range(2)])
+    assert fv.zero_shot == pytest.approx(_hand_accuracy(llama, task, zs))
+    assert fv.zero_shot_fv == pytest.approx(fv.layer_accuracy[fv.layer])
+    assert fv.shuffled == pytest.approx(_hand_accuracy(llama, task, shuffled))
+    assert fv.shuffled_fv == pytest.approx(_hand_accuracy(llama, task, shuffled, fv.patch()))
+    # vector = sum of o_proj(head mean in its slice), computed here with the weight matrix
     expected = torch.zeros(16)
     for s in fv.heads:
         w = llama.module.model.layers[s.layer].self_attn.o_proj.weight
@@ -121,12 +169,14 @@ def test_head_vector_works_for_gpt2_conv1d(kit, tokenizer):
 def test_bad_inputs_raise_clear_errors(llama, task):
     with pytest.raises(ConfigError, match="k must be"):
         recipes.function_vector(llama, task, k=99, cie=torch.zeros(2, 4), n_mean_prompts=2)
-    with pytest.raises(ConfigError, match="layer 7 out of range"):
+    with pytest.raises(ConfigError, match=r"layer must be an int in \[0, 1\] \(the model has 2 layers\), got 7"):
         recipes.function_vector(llama, task, k=2, layer=7)
     with pytest.raises(ShapeMismatchError, match=r"\[2, 4\]"):
         recipes.function_vector(llama, task, k=2, cie=torch.zeros(3, 3), n_mean_prompts=2, n_queries=2)
-    with pytest.raises(ConfigError, match="positive integer"):
+    with pytest.raises(ConfigError, match="n_mean_prompts must be an int >= 1, got 0"):
         recipes.layer_sweep(llama, task, n_mean_prompts=0)
+    with pytest.raises(ConfigError, match=r"n_queries must be an int >= 1, got True \(a bool"):
+        recipes.layer_sweep(llama, task, n_mean_prompts=2, n_queries=True)
     with pytest.raises(ConfigError, match="at least one strategy"):
         recipes.head_search(llama, task, strategies=())
     with pytest.raises(ShapeMismatchError, match=r"\[4\]"):
@@ -135,11 +185,20 @@ def test_bad_inputs_raise_clear_errors(llama, task):
 
 
 def test_head_search_reports_each_strategy(llama, task):
-    out = recipes.head_search(llama, task, ["ranking", "reinforce"], budget=12, n_mean_prompts=4, options={"reinforce": {"samples": 4}})
+    options = {"reinforce": {"samples": 4}}
+    out = recipes.head_search(llama, task, ["ranking", "reinforce"], budget=12, n_mean_prompts=4, options=options)
     assert [s.strategy for s in out] == ["ranking", "reinforce"]
+    zs = task.zero_shot(llama, task.split(0).test)
     for s in out:
-        assert s.total_sites == 8 and 0 <= s.n_sites <= 8 and s.forward_passes <= 12
-        assert 0.0 <= s.accuracy <= 1.0 and s.seconds > 0
+        # each row is the find() run with the same settings, reduced ...
+        res = nnvtv.find(llama, task, strategy=s.strategy, budget=12, seed=0, sites="head", groups=["last"], n_mean_prompts=4, **options.get(s.strategy, {}))
+        again = recipes.SearchSummary.from_result(res).as_dict()
+        assert {**s.as_dict(), "seconds": 0} == {**again, "seconds": 0}
+        assert s.total_sites == 8 and s.n_sites == len(s.sites) and s.forward_passes <= 12
+        # ... and its accuracy is what those sites' means give the held-out queries, by hand
+        patch = res.means.patch([nnvtv.Site.parse(n) for n in s.sites])
+        assert s.accuracy == pytest.approx(_hand_accuracy(llama, task, zs, patch))
+        assert s.zero_shot == pytest.approx(_hand_accuracy(llama, task, zs))
 
 
 def kit_leftover(model: nnvtv.Model) -> list[str]:
