@@ -7,11 +7,14 @@ Reproducible (seeded, CPU-deterministic) and cheap: ``nnvtv train-toy visual --o
    re-seeded from encoder outputs);
 2. the MAE learns to predict the VQGAN codes of the masked answer quadrant (cross-entropy),
    on ICL canvases and, for a quarter of each batch, on the zero-shot layout (example
-   quadrants dropped) -- so zero-shot is the model's best guess without the example.
+   quadrants dropped) -- so zero-shot is the model's best guess without the example; in the
+   second half, a task-vector-prompting loss through the library's own site definition
+   (:meth:`nnvtv.Model.capture` and :meth:`nnvtv.Model.run` with ``grad=True``).
 
 Every episode draws a *latent* that the example pair reveals and the query does not (which
 shape class is foreground; restore / keep / invert a darkened image; restore the hole or fill
-it with a colour; the colorization palette) -- see :mod:`nnvtv.tasks.visual`.
+it with a colour; the colorization palette) -- see :mod:`.episodes` and
+:mod:`nnvtv.tasks.procedural`. The model card is written by :mod:`.card`.
 """
 
 from __future__ import annotations
@@ -24,126 +27,49 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nnvtv.canvas import CanvasGeometry, make_canvas, normalize
+import nnvtv
+from nnvtv.canvas import CanvasGeometry, CanvasPrompts
 from nnvtv.errors import ConfigError
-from nnvtv.tasks.procedural import FAMILIES, LATENTS, PALETTES, SHAPES, hole_origin, render_pair
+from nnvtv.tasks import get as get_task
 from nnvtv.toys import ToyTrainer, warmup_cosine
 
-from .adapter import layout
+from .adapter import MAE_VQGAN, layout
+from .card import (
+    MAX_MSE_RATIO,
+    MIN_GAP_CLOSED,
+    MIN_IOU_GAIN,
+    TASKS,
+    model_card,
+    one_shot_clearly_better,
+    one_shot_gain,
+)
 from .checkpoint import save_checkpoint
 from .config import toy
+from .episodes import (
+    FAMILIES,
+    FAMILY_WEIGHTS,
+    TRAINING_LATENTS,
+    change_weights,
+    make_episodes,
+    resolve_family_weights,
+    resolve_latents,
+)
 from .model import MaeVqgan
 
-__all__ = ["make_episodes", "train_visual", "evaluate_toy", "main"]
-
-EPISODE_SEED_BASE = 50_000_000  # far from the named tasks' pair seeds (0 .. 511)
-
-
-#: the latents each family trains on by default (the shipped weights'): colorization the fixed
-#: iso-luma palettes (not "random"); in-painting restore or fill (``"keep"`` is available, see
-#: :func:`train_visual`'s ``latents``)
-TRAINING_LATENTS: dict[str, tuple[Any, ...]] = {
-    "segmentation": SHAPES,
-    "low-light": ("restore", "keep", "invert"),
-    "inpainting": ("restore", "fill-red", "fill-green", "fill-blue"),
-    "colorization": tuple(range(len(PALETTES))),
-}
-
-#: share of training episodes per family (segmentation, the hardest to learn, gets the most)
-FAMILY_WEIGHTS = {"segmentation": 0.4, "low-light": 0.15, "inpainting": 0.25, "colorization": 0.2}
-
-
-def resolve_latents(latents: dict[str, Any] | None = None) -> dict[str, tuple[Any, ...]]:
-    """:data:`TRAINING_LATENTS` with the families in ``latents`` replaced (each a non-empty
-    sequence of that family's :data:`~nnvtv.tasks.visual.LATENTS`)."""
-    out = dict(TRAINING_LATENTS)
-    for family, options in (latents or {}).items():
-        if family not in FAMILIES:
-            raise ConfigError(f"unknown visual task family {family!r}; one of {FAMILIES}")
-        options = tuple(options)
-        bad = [x for x in options if x not in LATENTS[family] or x == "random"]
-        if not options or bad:
-            raise ConfigError(f"{family} training latents must be a non-empty list of {[x for x in LATENTS[family] if x != 'random']}, "
-                              f"got {list(options)}")
-        out[family] = options
-    return out
-
-
-def resolve_family_weights(family_weights: dict[str, float] | None = None) -> dict[str, float]:
-    """:data:`FAMILY_WEIGHTS`, or ``family_weights`` (every family, non-negative, some positive)."""
-    if family_weights is None:
-        return dict(FAMILY_WEIGHTS)
-    w = {f: float(family_weights.get(f, -1.0)) for f in FAMILIES}
-    if set(family_weights) - set(FAMILIES) or min(w.values()) < 0 or sum(w.values()) <= 0:
-        raise ConfigError(f"family weights need a non-negative weight for each of {FAMILIES} (some positive), "
-                          f"got {family_weights}")
-    return w
-
-
-def make_episodes(
-    n: int, seed: int, geometry: CanvasGeometry, family_weights: dict[str, float] | None = None, *,
-    latents: dict[str, Any] | None = None, shared_hole: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` training canvases ``uint8 [n, 3, S, S]`` (answer cell = ground truth) and family ids ``[n]``.
-
-    Episodes come in twins: ``2k`` and ``2k + 1`` share family and latent (different images).
-    Families are drawn with ``family_weights`` (default :data:`FAMILY_WEIGHTS`), latents uniformly
-    from ``latents`` (see :func:`resolve_latents`), so that no named task's latent is the most
-    frequent. ``shared_hole``: an in-painting canvas masks the same square position in its
-    example and its query (the official task-vector code's shared-random variant), instead of a
-    position per image.
-    """
-    w = resolve_family_weights(family_weights)
-    options = resolve_latents(latents)
-    probs = np.array([w[f] for f in FAMILIES], dtype=np.float64)
-    probs /= probs.sum()
-    rng = np.random.default_rng(seed)
-    canv = torch.empty(n, 3, geometry.size, geometry.size, dtype=torch.uint8)
-    fam = torch.empty(n, dtype=torch.long)
-    f, lat = 0, None
-    for i in range(n):
-        if i % 2 == 0:
-            f = int(rng.choice(len(FAMILIES), p=probs))
-            lat = options[FAMILIES[f]][int(rng.integers(len(options[FAMILIES[f]])))]
-        s = EPISODE_SEED_BASE + seed * 10_000_000 + 2 * i
-        hole: Any = "random"
-        if shared_hole and FAMILIES[f] == "inpainting":  # own stream: the other families' episodes stay as they are
-            hole = hole_origin(geometry.cell, "random", np.random.default_rng([s, 1]))
-        ex = render_pair(FAMILIES[f], lat, s, geometry.cell, hole=hole)
-        q = render_pair(FAMILIES[f], lat, s + 1, geometry.cell, hole=hole)
-        c = make_canvas(*ex, *q, geometry=geometry, background=1.0)
-        canv[i] = (c * 255).round().to(torch.uint8)
-        fam[i] = f
-    return canv, fam
-
-
-def change_weights(canv: torch.Tensor, geometry: CanvasGeometry, weight: float, *, tol: float = 4 / 255) -> torch.Tensor:
-    """Per-code loss weights ``[N, M]`` for the ``M`` answer patches of canvases ``uint8 [N, 3, S, S]``.
-
-    A patch whose pixels differ anywhere (by more than ``tol``) between the answer cell and the
-    query input (the answer a model that copied its query would give) weighs ``1 + weight``, the
-    others 1; each canvas's weights are then scaled to mean 1, so every episode keeps its share of
-    the loss. Where the answer mostly copies the query (in-painting: all but the hole, ~7% of the
-    pixels), the few codes that carry the task would otherwise drown among the copied ones; where
-    every patch changes (segmentation, colorization) the weights stay uniform.
-    """
-    o, c, p = geometry.origin, geometry.cell, geometry.patch
-    half = geometry.size // 2
-    answer = canv[..., o : o + c, o : o + c].float()
-    query = canv[..., o : o + c, 0:c].float()
-    diff = torch.zeros(canv.shape[0], half, half)
-    a = geometry.answer_offset  # the answer cell sits this many pixels into its patch block
-    diff[:, a : a + c, a : a + c] = ((answer - query).abs().amax(1) > tol * 255).float()
-    changed = diff.reshape(-1, half // p, p, half // p, p).amax((2, 4)).flatten(1)  # [N, M]
-    w = 1.0 + weight * changed
-    return w / w.mean(1, keepdim=True)
+__all__ = [
+    "train_visual", "train_vqgan", "train_mae", "tvp_sites", "encode_codes", "evaluate_toy", "search_report", "main", "TRAINER",
+    # the episodes (.episodes) and the bars and card (.card), importable from here as before
+    "FAMILIES", "FAMILY_WEIGHTS", "TRAINING_LATENTS", "change_weights", "make_episodes", "resolve_family_weights",
+    "resolve_latents", "MAX_MSE_RATIO", "MIN_GAP_CLOSED", "MIN_IOU_GAIN", "TASKS", "model_card", "one_shot_clearly_better",
+    "one_shot_gain",
+]
 
 
 def _batch(canv: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Canvases ``uint8 [N, 3, S, S]`` at ``idx`` -> ``float [len(idx), 3, S, S]`` in ``[0, 1]``."""
     return canv[idx].float() / 255
 
 
@@ -188,34 +114,16 @@ def train_vqgan(model: MaeVqgan, canv: torch.Tensor, *, steps: int, batch: int, 
 
 
 @torch.no_grad()
+
+
 def encode_codes(model: MaeVqgan, canv: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """The VQGAN codes ``long [N, grid * grid]`` of canvases ``uint8 [N, 3, S, S]`` (``chunk`` at a time)."""
     return torch.cat([model.target_codes(_batch(canv, torch.arange(i, min(i + chunk, len(canv))))) for i in range(0, len(canv), chunk)])
 
 
-def _block(blk: torch.nn.Module, x: torch.Tensor, inject: torch.Tensor | None, capture: list | None) -> torch.Tensor:
-    """``Block.forward`` written out so the CLS head outputs (``attn.proj`` input at position 0,
-    ``[B, heads*head_dim]``) can be captured or replaced. Training only."""
-    h = blk.norm1(x)
-    a = blk.attn
-    b, t, c = h.shape
-    qkv = a.qkv(h).reshape(b, t, 3, a.heads, c // a.heads).permute(2, 0, 3, 1, 4)
-    o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(b, t, c)
-    if capture is not None:
-        capture.append(o[:, 0])
-    if inject is not None:
-        o = torch.cat([inject[:, None], o[:, 1:]], dim=1)
-    x = x + a.proj(o)
-    return x + blk.mlp(blk.norm2(x))
-
-
-def _encode(model: MaeVqgan, imgs: torch.Tensor, visible: torch.Tensor, layer: int, inject: torch.Tensor | None = None,
-            capture: list | None = None) -> torch.Tensor:
-    x = model.patch_embed(imgs) + model.pos_embed[:, 1:]
-    x = torch.gather(x, 1, visible[..., None].expand(-1, -1, x.shape[-1]))
-    x = torch.cat([(model.cls_token + model.pos_embed[:, :1]).expand(x.shape[0], -1, -1), x], dim=1)
-    for i, blk in enumerate(model.blocks):
-        x = _block(blk, x, inject if i == layer else None, capture if i == layer else None)
-    return model.norm(x)
+def tvp_sites(model: nnvtv.Model, layer: int) -> list[nnvtv.Site]:
+    """The task-vector-prompting sites: every head output of encoder block ``layer`` at the CLS token."""
+    return [nnvtv.Site(layer, h, "cls", "enc") for h in range(model.stream("enc").n_heads)]
 
 
 def train_mae(
@@ -226,15 +134,23 @@ def train_mae(
 ) -> dict:
     """Cross-entropy on the answer codes of ICL canvases (``batch``) and zero-shot prompts
     (``zs_batch``). From ``tvp_from * steps`` on, a task-vector-prompting loss: the encoder
-    block ``tvp_layer`` CLS head outputs of an ICL episode replace those of the zero-shot
-    forward of its twin (same family and latent), which must then predict the twin's answer.
+    block ``tvp_layer`` CLS head outputs (:func:`tvp_sites`, each ``[k, 1, head_dim]``) of the
+    first ``tvp_batch`` ICL episodes, captured with their autograd graph, replace those of the
+    zero-shot forward of their twins (same family and latent), which must then predict the
+    twins' answers. Both forwards run through the library's site definition.
 
-    ``code_weights [N, M]`` (see :func:`change_weights`) weigh each answer code's cross-entropy;
-    ``None``: uniform."""
+    ``canv``: episodes ``uint8 [N, 3, S, S]``; ``codes``: their VQGAN codes ``[N, grid * grid]``;
+    ``code_weights [N, M]`` (see :func:`~.episodes.change_weights`) weigh each answer code's
+    cross-entropy; ``None``: uniform."""
     params = [p for n, p in model.named_parameters() if not n.startswith("vae.") and p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05, betas=(0.9, 0.95))
-    lays = {zs: layout(geometry, zs) for zs in (False, True)}
-    target = lays[False]["target"]  # the answer patches, the same in both layouts
+    m = nnvtv.wrap(model, adapter=MAE_VQGAN, validate=False)
+    model.train()  # wrap puts the module in eval mode (the model has no dropout; train() keeps it honest)
+    sites = tvp_sites(m, tvp_layer)
+    target = layout(geometry, False)["target"]  # the answer patches, the same in both layouts
+
+    def inputs(idx: torch.Tensor, zero_shot: bool) -> nnvtv.ModelInputs:
+        return m.inputs(CanvasPrompts(_batch(canv, idx), zero_shot, geometry))  # imgs / visible / target
 
     def ce(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         y = codes[idx][:, target].flatten()
@@ -250,32 +166,25 @@ def train_mae(
             g["lr"] = warmup_cosine(step, steps, lr, 100)
         losses = []
         tvp_on = tvp_batch > 0 and step >= tvp_from * steps
-        captured: list[torch.Tensor] = []
+        captured: dict[nnvtv.Site, torch.Tensor] = {}
         idx_icl = None
         for zs, b in ((False, batch), (True, zs_batch)):
             if b == 0:
                 continue
             idx = torch.randint(n, (b,), generator=gen)
-            lay = lays[zs]
-            vis = torch.tensor(lay["visible"]).expand(b, -1)
-            tgt = torch.tensor(lay["target"]).expand(b, -1)
-            imgs = normalize(_batch(canv, idx))
+            x = inputs(idx, zs)
             if not zs and tvp_on:
                 idx_icl = idx
-                logits = model.decode_tokens(_encode(model, imgs, vis, tvp_layer, capture=captured), vis, tgt)
+                logits, captured = m.capture(x, sites, grad=True)  # code logits [b, M, V], {site: [b, 1, head_dim]}
             else:
-                logits = model(imgs, vis, tgt)
+                logits = model(**x.kwargs)
             losses.append((ce(logits, idx), b))
         loss = sum(v * b for v, b in losses) / sum(b for _, b in losses)
         tvp_loss = None
         if tvp_on and idx_icl is not None:
             k = min(tvp_batch, len(idx_icl))
             twin = idx_icl[:k] ^ 1
-            lay = lays[True]
-            vis = torch.tensor(lay["visible"]).expand(k, -1)
-            tgt = torch.tensor(lay["target"]).expand(k, -1)
-            latent = _encode(model, normalize(_batch(canv, twin)), vis, tvp_layer, inject=captured[0][:k])
-            logits = model.decode_tokens(latent, vis, tgt)
+            logits = m.run(inputs(twin, True), nnvtv.Patch({s: captured[s][:k] for s in sites}), grad=True)
             tvp_loss = ce(logits, twin)
             loss = loss + tvp_loss
         opt.zero_grad(set_to_none=True)
@@ -293,14 +202,9 @@ def train_mae(
 def evaluate_toy(model: MaeVqgan, *, seed: int = 0, n_mean_prompts: int = 64) -> dict[str, Any]:
     """Held-out zero-shot / one-shot scores of the four named tasks, and the gap closed by
     replacing every head output (all sites) with its ICL mean."""
-    import nnvtv
-    from nnvtv.tasks import get as get_task
-
-    from .adapter import MAE_VQGAN
-
     m = nnvtv.wrap(model, adapter=MAE_VQGAN, name="toy-visual")
     out: dict[str, Any] = {}
-    for name in ("segmentation", "low-light", "inpainting", "colorization"):
+    for name in TASKS:
         task = get_task(name)
         s = nnvtv.evaluate(m, task, seed=seed)
         split = task.split(seed)
@@ -318,32 +222,9 @@ def evaluate_toy(model: MaeVqgan, *, seed: int = 0, n_mean_prompts: int = 64) ->
     return out
 
 
-#: the issue's bars, checked by ``tests/test_toy_visual.py`` on the shipped weights: one-shot
-#: "clearly beats" zero-shot (IoU up by this much; MSE down to this fraction), and a searched
-#: task vector closes at least this share of the zero-shot -> one-shot gap
-MIN_IOU_GAIN = 0.15
-MAX_MSE_RATIO = 0.9
-MIN_GAP_CLOSED = 0.5
-TASKS = ("segmentation", "low-light", "inpainting", "colorization")
-
-
-def one_shot_gain(metric: str, zero_shot: float, icl: float) -> float:
-    """How much better one-shot scores than zero-shot (positive = better; IoU is higher-better, MSE lower-better)."""
-    return icl - zero_shot if metric == "iou" else zero_shot - icl
-
-
-def one_shot_clearly_better(metric: str, zero_shot: float, icl: float) -> bool:
-    """The one-shot bar: ``icl - zero_shot >= MIN_IOU_GAIN`` (IoU) or ``icl <= MAX_MSE_RATIO * zero_shot`` (MSE)."""
-    return one_shot_gain(metric, zero_shot, icl) >= MIN_IOU_GAIN if metric == "iou" else icl <= MAX_MSE_RATIO * zero_shot
-
-
 def search_report(model: MaeVqgan, *, budget: int = 1024, seed: int = 0) -> dict[str, Any]:
     """REINFORCE search (``budget`` forward passes) per named task on the trained model: held-out
     zero-shot / one-shot / task-vector scores, gap closed, sites, and seconds."""
-    import nnvtv
-
-    from .adapter import MAE_VQGAN
-
     m = nnvtv.wrap(model, adapter=MAE_VQGAN, name="toy-visual")
     out: dict[str, Any] = {"strategy": "reinforce", "budget": budget, "seed": seed, "tasks": {}}
     for name in TASKS:
@@ -387,8 +268,8 @@ def train_visual(
 
     The defaults are the shipped weights' recipe. ``family_weights``, ``latents`` (per family,
     e.g. ``{"inpainting": ("restore", "keep")}``) and ``shared_hole`` change the episodes (see
-    :func:`make_episodes`); ``change_weight`` weighs the answer codes that differ from the query
-    (:func:`change_weights`)."""
+    :func:`~.episodes.make_episodes`); ``change_weight`` weighs the answer codes that differ from the
+    query (:func:`~.episodes.change_weights`)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -445,136 +326,6 @@ def train_visual(
     return record
 
 
-def _search_section(search: dict[str, Any] | None) -> str:
-    if not search:
-        return "## Bars\n\nNo search was run (`search_budget=0`).\n"
-    rows, verdicts = [], []
-    for name, r in search["tasks"].items():
-        one = one_shot_clearly_better(r["metric"], r["zero_shot"], r["icl"])
-        tv = one and r["gap_closed"] is not None and r["gap_closed"] >= MIN_GAP_CLOSED
-        has_gap = one_shot_gain(r["metric"], r["zero_shot"], r["icl"]) > 0
-        rows.append(f"| {name} | {r['zero_shot']:.4f} | {r['icl']:.4f} | {r['task_vector']:.4f} | "
-                    f"{r['gap_closed'] if has_gap else '-'} | "
-                    f"{r['n_sites']} / {r['total_sites']} | {r['seconds']:.0f} s |")
-        verdicts.append(f"| {name} | {'met' if one else '**not met**'} | {'met' if tv else '**not met**'} |")
-    b, seed = search["budget"], search["seed"]
-    return f"""## Search (REINFORCE, budget {b} forward passes, seed {seed}; `search.json`)
-
-`nnvtv.find(toy, task, strategy="reinforce", budget={b}, seed={seed})` on 16 train queries, scored
-on the 32 held-out queries (same metrics as above):
-
-| task | zero-shot | one-shot | task vector | gap closed | sites | wall |
-|---|---:|---:|---:|---:|---:|---:|
-{chr(10).join(rows)}
-
-## Bars (checked by `tests/test_toy_visual.py`)
-
-One-shot clearly beats zero-shot: IoU up by >= {MIN_IOU_GAIN}, or MSE down to <= {MAX_MSE_RATIO} x zero-shot.
-The searched task vector closes most of that gap: gap closed >= {MIN_GAP_CLOSED}.
-
-| task | one-shot clearly beats zero-shot | task vector closes most of the gap |
-|---|---|---|
-{chr(10).join(verdicts)}
-
-A task whose bars are not met is a strict expected failure in the tests (it fails loudly once
-met); the README's MAE-VQGAN section says what limits it.
-
-Reproduce one row: `nnvtv find --model toy-visual --task low-light --strategy reinforce --budget {b} --seed {seed}`.
-"""
-
-
-_INPAINT_WORDS = {"restore": "restore the square", "keep": "keep it black", "fill-red": "fill it red",
-                  "fill-green": "fill it green", "fill-blue": "fill it blue"}
-
-
-def model_card(rec: dict[str, Any], search: dict[str, Any] | None = None) -> str:
-    """The shipped ``MODEL_CARD.md`` (numbers from ``rec``, the metrics record, and ``search``,
-    the :func:`search_report`)."""
-    h, t, m = rec["hparams"], rec["timing"], rec["metrics"]
-    rows = []
-    for name, r in m.items():
-        better = "higher" if r["metric"] == "iou" else "lower"
-        gap = r["all_heads_gap_closed"] if one_shot_gain(r["metric"], r["zero_shot"], r["icl_1shot"]) > 0 else "-"
-        rows.append(f"| {name} | {r['metric']} ({better} is better) | {r['zero_shot']:.4f} | {r['icl_1shot']:.4f} | "
-                    f"{r['all_heads_mean_patch']:.4f} | {gap} |")
-    tvp = (f"Yes: from step {int(h['tvp_from'] * h['mae_steps'])} of {h['mae_steps']}, a task-vector-prompting loss on "
-           f"{h['tvp_batch']} zero-shot prompts per step whose encoder block {h['tvp_layer']} CLS head outputs "
-           "(all heads) are replaced by those of an ICL episode with the same family and latent; the zero-shot "
-           "forward must then predict the answer codes. So this model has a *prescribed* place for the task "
-           f"(encoder block {h['tvp_layer']}, group `cls`): a ground-truth testbed for the search, like `toy-text`."
-           if h["tvp_batch"] else "No: natural training only.")
-    cw = h.get("change_weight", 0.0)
-    lat = {**TRAINING_LATENTS, **h.get("latents", {})}
-    fw = h.get("family_weights", FAMILY_WEIGHTS)
-    where = ("; the square sits at the same place in the example and the query (the official task-vector code's "
-             "shared-position variant)" if h.get("shared_hole") else "; the square's place is drawn per image")
-    change = (f". An answer code whose 4 x 4 pixels differ from the query's at the same place weighs {1 + cw:g} times "
-              "the others, each canvas's weights scaled to mean 1 (`change_weights`): where the answer mostly copies the "
-              "query, as in in-painting (all but the hole), the few codes that carry the task would otherwise drown among "
-              "the copied ones; elsewhere (segmentation, colorization) nearly every code changes and the weights stay "
-              "uniform" if cw else "")
-    return f"""# toy-visual
-
-A small MAE-VQGAN (the same `MaeVqgan` class as the official model) trained by the project
-on procedurally generated 2 x 2 canvases. Shipped with nnvtv so that visual task vectors can
-be found, tested and shown on a laptop CPU. It is **not** a pretrained vision model.
-
-## Architecture
-
-32 px canvas, 15 px cells with 2 px gaps, 4 px patches (8 x 8 grid; the answer quadrant is
-4 x 4 = 16 patches). Encoder 4 blocks x d 128 x 8 heads, decoder 2 blocks x d 128 x 8 heads
-(MLP ratio 2), fixed sin-cos positions, CLS token. `decoder_pred` gives logits over the 256
-codes of a VQGAN (f4, channels 16/32/32, codebook 256 x 32) that renders codes to pixels.
-Token groups as the official adapter: encoder `cls`, `query` (16); decoder `cls`,
-`query_in` (16), `query_out` (16): 8 x 4 x 2 + 8 x 2 x 3 = 112 head sites.
-
-## Training data: four task families, each with a latent
-
-Every episode draws a latent that the example pair reveals and the query alone does not, so
-a one-shot prompt carries information a zero-shot prompt lacks:
-
-| family | input -> output | latent drawn per episode | named task uses |
-|---|---|---|---|
-| segmentation | a shape and a distractor of another class (each class has its own colour) on a background -> white mask | which class ({' / '.join(lat['segmentation'])}) is foreground | disk |
-| low-light | image x 0.5 -> ... | {' / '.join({'restore': 'restore (x2)'}.get(x, x) for x in lat['low-light'])} | restore |
-| inpainting | image with a black square (4 px, the official 27/111 of the cell side) -> ... | {' / '.join(_INPAINT_WORDS.get(x, x) for x in lat['inpainting'])}{where} | restore |
-| colorization | luma -> colour | one of {len(lat['colorization'])} three-colour palettes with the same lumas (the grey query cannot tell them apart) | palette 0 |
-
-Latents are drawn uniformly (a latent listed twice, twice as often), so no named task's latent is the most frequent.
-
-{h['n_episodes']} episodes (twins sharing family and latent; families drawn
-{' / '.join(f"{k} {v / sum(fw.values()):.0%}" for k, v in fw.items())}), seed {h['seed']}.
-Phase 1: the VQGAN, {h['vq_steps']} Adam steps of batch {h['vq_batch']} (pixel MSE + VQ loss on whole canvases,
-plus the MSE of the answer quadrant's 4 x 4 code block decoded on its own, as the readout decodes
-it; dead codes re-seeded); {rec['codes_used']} of 256 codes in use. Phase 2: the MAE, {h['mae_steps']} AdamW steps,
-cross-entropy on the answer quadrant's codes of {h['batch']} ICL canvases and {h['zs_batch']} zero-shot
-prompts (example quadrants dropped: the model learns its best guess without the example){change}.
-
-Task-vector-prompting auxiliary loss: {tvp}
-
-## Measured (held-out queries, `nnvtv.evaluate`, seed 0)
-
-| task | metric | zero-shot | one-shot (ICL) | all 112 head sites <- ICL means | gap closed |
-|---|---|---:|---:|---:|---:|
-{chr(10).join(rows)}
-
-"gap closed" = (patched - zero-shot) / (ICL - zero-shot); "-" where one-shot does not beat
-zero-shot (no gap to close). A searched subset of sites does better: see the next sections.
-
-## Cost
-
-Training {t['total_training']['cpu_seconds']} CPU seconds ({t['total_training']['seconds']} s wall) with
-{h['threads']} torch thread(s) on a 2-core machine (CPU time is the process's own, `time.process_time`):
-data {t['data']['cpu_seconds']} s, VQGAN {t['vqgan']['cpu_seconds']} s, MAE {t['mae']['cpu_seconds']} s (CPU).
-torch {rec['versions']['torch']}, Python {rec['versions']['python']}.
-
-Reproduce: `nnvtv train-toy visual --out DIR` (or
-`python -m nnvtv.adapters.mae_vqgan.train_toy --out DIR`); weights are deterministic for a
-seed on one machine and thread count.
-
-{_search_section(search)}"""
-
-
 def _weights_arg(text: str) -> dict[str, float]:
     """``"segmentation=0.4,low-light=0.1,..."`` -> ``{"segmentation": 0.4, ...}`` (checked by :func:`resolve_family_weights`)."""
     try:
@@ -612,7 +363,6 @@ def main(argv: list[str] | None = None) -> int:
                  tvp_batch=a.tvp_batch, family_weights=a.family_weights, latents=latents, shared_hole=a.shared_hole,
                  change_weight=a.change_weight, lr=a.lr, threads=a.threads, search_budget=a.search_budget)
     return 0
-
 
 
 def _train_summary(out_dir: Path, *, seed: int = 0) -> dict[str, Any]:
