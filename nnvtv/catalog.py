@@ -1,7 +1,8 @@
-"""Named models: shipped toy models, packaged real models, and local Hugging Face folders.
+"""Named models: shipped toy models, packaged real models, local folders and Hub ids.
 
->>> model = nnvtv.load("toy-text")             # shipped with the package
->>> model = nnvtv.load("/path/to/hf-model")    # a local transformers folder (no downloads)
+>>> model = nnvtv.load("toy-text")                                   # shipped with the package
+>>> model = nnvtv.load("/path/to/hf-model")                          # a local transformers folder
+>>> model = nnvtv.load("meta-llama/Llama-3.2-1B", device="cuda", dtype="bfloat16")   # the Hub
 
 Catalogue entries live in the registry :data:`MODELS` (the convention of
 :mod:`nnvtv.registry`); plug-ins provide them through the entry-point group ``nnvtv.adapters``
@@ -10,14 +11,18 @@ Catalogue entries live in the registry :data:`MODELS` (the convention of
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from nnvtv.errors import ConfigError, UnknownModelError
-from nnvtv.registry import Registry
+from nnvtv.loading import check_device_map, load_pretrained, resolve_device, resolve_dtype
+from nnvtv.registry import Registry, failed_plugins_note
 from nnvtv.wrapping import wrap
 
 if TYPE_CHECKING:
@@ -76,54 +81,59 @@ def entry(name: str) -> ModelEntry | None:
     return MODELS.get(name) if name in MODELS else None
 
 
-def load(name: str, **kwargs: Any) -> Model:
-    """Load a catalogue model by name, or a local Hugging Face folder by path."""
+def load(
+    name: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    device_map: Any = None,
+    revision: str | None = None,
+    **options: Any,
+) -> Model:
+    """Load a catalogue model by name, a local Hugging Face folder by path, or a Hub id.
+
+    Args:
+        name: catalogue name (``nnvtv models``), a folder with ``config.json``, or a Hugging
+            Face Hub id (downloaded through transformers' cache; see :mod:`nnvtv.loading`).
+        device: ``None``/``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda:1"`` ...
+        dtype: ``None`` (as loaded: float32 for catalogue models, the checkpoint's own for the
+            Hub), ``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"`` or a ``torch.dtype``.
+        device_map: for Hub / folder models, e.g. ``"auto"`` to split a model across GPUs
+            (needs ``accelerate``); then ``device`` must be left unset.
+        revision: Hub branch, tag or commit.
+        **options: the catalogue entry's own options (e.g. ``weights_dir=`` for toys,
+            ``checkpoint=`` for ``mae-vqgan``) or, for Hub / folder models, ``nnvtv.wrap``'s.
+
+    Every argument is checked before anything is loaded.
+    """
+    if device_map is not None and device is not None:
+        raise ConfigError(f"give device={device!r} or device_map={device_map!r}, not both")
+    dev = None if device_map is not None else resolve_device(device)
+    dt = resolve_dtype(dtype)
+    name = str(name)
     e = entry(name)
     if e is not None:
-        if kwargs:
-            params = inspect.signature(e.loader).parameters
-            unknown = sorted(k for k in kwargs if k not in params)
-            if unknown:
-                accepted = [p for p in params if p != "self"]
-                raise ConfigError(f"nnvtv.load({name!r}) got unknown option(s) {unknown}; it accepts {accepted or 'none'}")
-        return e.loader(**kwargs)
-    path = Path(name).expanduser()
-    if path.is_dir() and (path / "config.json").exists():
-        return load_hf_folder(path, **kwargs)
-    raise UnknownModelError(MODELS.unknown_message(name) + " Nothing is downloaded.")
-
-
-def load_hf_folder(path: Path, **wrap_options: Any) -> Model:
-    """Load a local transformers folder (causal LM, or any AutoModel) and wrap it."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
-    archs = getattr(config, "architectures", None) or []
-    if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
-        module = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-    elif _head_class(archs) is not None:
-        # the class the folder was saved from (e.g. SegGptForImageSegmentation, whose head
-        # AutoModel would drop)
-        module = _head_class(archs).from_pretrained(path, local_files_only=True)
-    else:
-        module = AutoModel.from_pretrained(path, local_files_only=True)
-    tokenizer = None
+        if device_map is not None:
+            raise ConfigError(f"device_map applies to Hugging Face models; {name!r} is a catalogue model (use device=)")
+        if revision is not None:
+            raise ConfigError(f"revision applies to Hub models; {name!r} is a catalogue model")
+        params = inspect.signature(e.loader).parameters
+        unknown = sorted(k for k in options if k not in params)
+        if unknown:
+            accepted = [p for p in params if p != "self"]
+            raise ConfigError(
+                f"nnvtv.load({name!r}) got unknown option(s) {unknown}; it accepts device, dtype"
+                + (f" and {', '.join(accepted)}" if accepted else "")
+            )
+        model = e.loader(**options)
+        return model.to(device=dev, dtype=None if dt == "auto" else dt)
+    check_device_map(device_map)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, TypeError):
-        tokenizer = None
-    return wrap(module, tokenizer, name=str(path), **wrap_options)
-
-
-def _head_class(architectures: list[str]) -> Any:
-    """The transformers class named by a folder's ``config.architectures`` when it is a
-    non-text model with a task head (``...ForImageSegmentation``, ``...ForPreTraining``,
-    ``...ForImageClassification``); ``None`` otherwise (AutoModel then decides)."""
-    import transformers
-
-    for name in architectures:
-        if name.endswith(("ForImageSegmentation", "ForPreTraining", "ForImageClassification")):
-            cls = getattr(transformers, name, None)
-            if isinstance(cls, type):
-                return cls
-    return None
+        module, tokenizer = load_pretrained(name, revision=revision, dtype=dt, device_map=device_map)
+    except UnknownModelError as exc:
+        close = difflib.get_close_matches(name, MODELS.names(), n=1)
+        hint = f" Did you mean the catalogue model {close[0]!r}?" if close else f" Catalogue models: {', '.join(MODELS.names())}."
+        raise type(exc)(f"{exc}{hint}{failed_plugins_note()}") from exc
+    if device_map is None:
+        module.to(dev)
+    return wrap(module, tokenizer, name=name, **options)

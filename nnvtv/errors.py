@@ -20,6 +20,10 @@ class UnknownModelError(NnvtvError, KeyError):
     """No adapter (or no shipped model) matches what was given."""
 
 
+class OfflineError(UnknownModelError):
+    """A Hub model is not in the local cache and nnvtv may not download (offline mode)."""
+
+
 class UnknownTaskError(NnvtvError, KeyError):
     """No task is registered under the requested name."""
 

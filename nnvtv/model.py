@@ -210,6 +210,33 @@ class Model:
         info = self.check_site(site)
         return info.block_paths[site.layer] if site.head is None else info.attn_out_paths[site.layer]
 
+    # ------------------------------------------------------------------ where it runs
+    @property
+    def device(self) -> torch.device | None:
+        """Device of the first parameter (where inputs go); ``None`` for a remote skeleton."""
+        for p in self.module.parameters():
+            return None if p.device.type == "meta" else p.device
+        return None
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """Dtype of the first floating-point parameter."""
+        for p in self.module.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return None
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Model:
+        """Move the module (in place) to ``device`` and/or cast it to ``dtype``; returns ``self``.
+
+        Remote models stay where they are (their weights live on the server).
+        """
+        if self.remote or (device is None and dtype is None):
+            return self
+        self.module.to(device=device, dtype=dtype)
+        self._fingerprint = None
+        return self
+
     # ------------------------------------------------------------------ inputs and runs
     def inputs(self, data: Any) -> ModelInputs:
         """Build :class:`ModelInputs` from prompts with the adapter's I/O, on the model's device."""

@@ -37,7 +37,7 @@ from typing import Any, Generic, TypeVar
 
 from nnvtv.errors import ConfigError, NnvtvError
 
-__all__ = ["ENTRY_POINT_GROUP", "Registry", "load_plugins", "deprecated_replace"]
+__all__ = ["ENTRY_POINT_GROUP", "Registry", "load_plugins", "failed_plugins_note", "deprecated_replace"]
 
 ENTRY_POINT_GROUP = "nnvtv.adapters"
 #: the distribution whose entry points count as built-in
@@ -47,6 +47,7 @@ T = TypeVar("T")
 
 _ALL: list[Registry[Any]] = []
 _STATE = {"loaded": False, "loading": False}
+_FAILED: dict[str, str] = {}  # entry point -> why it could not be loaded
 
 
 class Registry(Generic[T]):
@@ -130,7 +131,7 @@ class Registry(Generic[T]):
             "none (no plug-ins were found: is nnvtv installed? `pip install -e .` from a clone)"
         )
         tail = f" {self.how_to_add}" if self.how_to_add else ""
-        return f"unknown {self.kind} {name!r}. Available: {available}.{hint}{tail}"
+        return f"unknown {self.kind} {name!r}. Available: {available}.{hint}{tail}{failed_plugins_note()}"
 
     def names(self) -> list[str]:
         load_plugins()
@@ -187,6 +188,11 @@ class Registry(Generic[T]):
             self._builtin.add(key)
 
 
+def failed_plugins_note() -> str:
+    """`` (Plug-in 'x' failed to load: ...)`` for each entry point that failed, else ``""``."""
+    return "".join(f" (Plug-in {ep!r} failed to load: {why}.)" for ep, why in _FAILED.items())
+
+
 def _describe(item: Any) -> str:
     if isinstance(item, type):
         return f"{item.__module__}.{item.__qualname__}"
@@ -224,6 +230,7 @@ def load_plugins() -> None:
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plug-in must not break nnvtv
+                _FAILED[ep.name] = f"{type(exc).__name__}: {exc}"
                 warnings.warn(
                     f"nnvtv: could not load plug-in entry point {ep.name!r} ({ep.value}): "
                     f"{type(exc).__name__}: {exc}",
