@@ -21,12 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-# the strategy modules import _check_choice, _check_float and _check_positive_int from here;
-# they are nnvtv.checks' validators (the one set), under the names those modules use
-from nnvtv.checks import choice as _check_choice  # noqa: F401
-from nnvtv.checks import int_at_least
-from nnvtv.checks import number_in as _check_float  # noqa: F401
-from nnvtv.checks import positive_int as _check_positive_int
+from nnvtv.checks import int_at_least, positive_int
 from nnvtv.errors import ObjectiveError, ShapeMismatchError, StrategyStateError
 
 __all__ = [
@@ -111,7 +106,7 @@ class BaseStrategy(abc.ABC):
     """
 
     def __init__(self, n_sites: int, *, seed: int = 0) -> None:
-        _check_positive_int("n_sites", n_sites)
+        positive_int("n_sites", n_sites)
         int_at_least("seed", seed, 0)
         self._n_sites = n_sites
         self._seed = seed

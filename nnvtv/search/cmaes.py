@@ -8,14 +8,12 @@ import cmaes as _cmaes
 import numpy as np
 import torch
 
+from nnvtv.checks import choice, number_in, positive_int
 from nnvtv.errors import ConfigError
 
 from ._protocol import (
     BaseStrategy,
     StrategyResult,
-    _check_choice,
-    _check_float,
-    _check_positive_int,
 )
 from ._registry import register_strategy
 
@@ -79,17 +77,17 @@ class CMAES(BaseStrategy):
         final: str = "best",
     ) -> None:
         super().__init__(n_sites, seed=seed)
-        _check_positive_int("population_size", population_size, allow_none=True)
+        positive_int("population_size", population_size, allow_none=True)
         if population_size is not None and population_size < 2:
             raise ConfigError(f"population_size must be >= 2 for CMA-ES, got {population_size}")
-        init_prob = _check_float("init_prob", init_prob, low=0.0, low_open=True, high=1.0)
+        init_prob = number_in("init_prob", init_prob, low=0.0, low_open=True, high=1.0)
         if init_prob >= 1.0:
             raise ConfigError(f"init_prob must be < 1, got {init_prob!r}")
         if population_size is None:
             ceil_sqrt = math.isqrt(n_sites - 1) + 1  # ceil(sqrt(n)) for n >= 1
             population_size = max(4 + math.floor(3 * math.log(n_sites)), 3 * ceil_sqrt)
-        _check_choice("variant", variant, ("sep", "full"))
-        _check_choice("final", final, ("best", "mean"))
+        choice("variant", variant, ("sep", "full"))
+        choice("final", final, ("best", "mean"))
         if variant == "full" and n_sites > _FULL_MAX_SITES:
             raise ConfigError(
                 f"variant='full' keeps an n_sites x n_sites covariance; n_sites={n_sites} is above "

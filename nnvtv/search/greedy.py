@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from nnvtv.checks import number_in, positive_int
+
 from ._protocol import (
     BaseStrategy,
     StrategyResult,
     StrategyStateError,
-    _check_float,
-    _check_positive_int,
 )
 from ._registry import register_strategy
 
@@ -53,10 +53,10 @@ class Greedy(BaseStrategy):
         tol: float = 0.0,
     ) -> None:
         super().__init__(n_sites, seed=seed)
-        _check_positive_int("candidates", candidates, allow_none=True)
-        _check_positive_int("batch_size", batch_size, allow_none=True)
-        _check_positive_int("max_sites", max_sites, allow_none=True)
-        self._tol = _check_float("tol", tol, low=0.0)
+        positive_int("candidates", candidates, allow_none=True)
+        positive_int("batch_size", batch_size, allow_none=True)
+        positive_int("max_sites", max_sites, allow_none=True)
+        self._tol = number_in("tol", tol, low=0.0)
         self._candidates = candidates
         self._batch_size = batch_size
         self._max_sites = n_sites if max_sites is None else min(max_sites, n_sites)

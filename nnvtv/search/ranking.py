@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from nnvtv.checks import number_in, positive_int
 from nnvtv.errors import ConfigError
 
 from ._protocol import (
     BaseStrategy,
     StrategyResult,
     StrategyStateError,
-    _check_float,
-    _check_positive_int,
 )
 from ._registry import register_strategy
 
@@ -46,9 +45,9 @@ class Ranking(BaseStrategy):
         batch_size: int | None = None,
     ) -> None:
         super().__init__(n_sites, seed=seed)
-        self._fraction = _check_float("fraction", fraction, low=0.0, low_open=True, high=1.0)
-        _check_positive_int("k", k, allow_none=True)
-        _check_positive_int("batch_size", batch_size, allow_none=True)
+        self._fraction = number_in("fraction", fraction, low=0.0, low_open=True, high=1.0)
+        positive_int("k", k, allow_none=True)
+        positive_int("batch_size", batch_size, allow_none=True)
         if k is not None and k > n_sites:
             raise ConfigError(f"k={k} is larger than n_sites={n_sites}; pass k <= {n_sites}")
         self._k = k if k is not None else max(1, int(round(fraction * n_sites)))

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from nnvtv.checks import choice, number_in, positive_int
 from nnvtv.errors import ConfigError
 
 from ._protocol import (
     BaseStrategy,
     StrategyResult,
-    _check_choice,
-    _check_float,
-    _check_positive_int,
 )
 from ._registry import register_strategy
 
@@ -73,16 +71,16 @@ class Reinforce(BaseStrategy):
         converge_tol: float = 1e-3,
     ) -> None:
         super().__init__(n_sites, seed=seed)
-        _check_positive_int("samples", samples)
+        positive_int("samples", samples)
         if samples < 2:
             raise ConfigError(
                 f"samples must be >= 2 (the standardised-loss baseline needs two), got {samples}"
             )
-        self._lr = _check_float("lr", lr, low=0.0, low_open=True)
-        init_logit = _check_float("init_logit", init_logit)
-        _check_choice("final", final, ("sample", "threshold"))
-        _check_positive_int("max_steps", max_steps, allow_none=True)
-        self._converge_tol = _check_float("converge_tol", converge_tol, low=0.0, high=0.5)
+        self._lr = number_in("lr", lr, low=0.0, low_open=True)
+        init_logit = number_in("init_logit", init_logit)
+        choice("final", final, ("sample", "threshold"))
+        positive_int("max_steps", max_steps, allow_none=True)
+        self._converge_tol = number_in("converge_tol", converge_tol, low=0.0, high=0.5)
         self._samples = samples
         self._final = final
         self._max_steps = max_steps
