@@ -19,11 +19,20 @@ Adapters are found by walking the model's class MRO (so subclasses match), then 
 :mod:`nnvtv.registry`), filled from the entry-point group ``nnvtv.adapters``: nnvtv's own
 families are registered there exactly like a third-party package's (each entry point loads
 an :class:`AdapterSpec` or a list of them), or at run time with :func:`register_adapter`.
+
+Families by structure. A model that no table row matches is offered to each
+:class:`AdapterDiscovery` in :data:`DISCOVERIES` (same convention, filled from the same
+entry-point group): a rule that reads the module tree and the config and returns the row
+it infers (nnvtv's own rules, for Hugging Face decoders and ViT-style classifiers, live in
+``nnvtv.adapters.discover``). The table always wins; an inferred row is announced once per
+family on the ``nnvtv`` logger, with the code that makes it a table row; ``nnvtv.wrap``
+checks it with the same validation forward as any row.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -31,12 +40,20 @@ from typing import Any, ClassVar
 
 import torch
 
-from nnvtv.errors import AdapterError, ConfigError, ShapeMismatchError, UnknownModelError
+from nnvtv.errors import (
+    AdapterError,
+    ConfigError,
+    NnvtvError,
+    ShapeMismatchError,
+    UnknownModelError,
+)
 from nnvtv.inputs import ModelInputs
 from nnvtv.registry import ENTRY_POINT_GROUP, Registry, deprecated_replace
 
 __all__ = [
     "ADAPTERS",
+    "DISCOVERIES",
+    "AdapterDiscovery",
     "ENTRY_POINT_GROUP",
     "StreamSpec",
     "AdapterSpec",
@@ -46,8 +63,11 @@ __all__ = [
     "SharedPrefix",
     "StreamInfo",
     "register_adapter",
+    "register_discovery",
     "find_adapter",
     "list_adapters",
+    "list_discoveries",
+    "spec_source",
     "config_value",
     "resolve_path",
 ]
@@ -93,6 +113,28 @@ class AdapterSpec:
     io: type[ModelIO]
     model_classes: tuple[str, ...] = ()
     io_options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class AdapterDiscovery:
+    """A rule that infers the table row of a model no row matches, from its structure.
+
+    :func:`find_adapter` tries the table first (class MRO, then ``config.model_type``), then
+    each registered discovery in order; the first :class:`AdapterSpec` returned is used.
+
+    Attributes:
+        name: shown in messages and in the log line announcing an inferred row.
+        discover: ``model -> AdapterSpec | None``. ``None``: the rule does not apply to this
+            kind of model (another rule may). It raises an :class:`~nnvtv.errors.NnvtvError`
+            (usually :class:`~nnvtv.errors.AdapterError`) when it applies but cannot find the
+            structure without ambiguity; the message says what it tried and found, and
+            :func:`find_adapter` passes it on in its :class:`~nnvtv.errors.UnknownModelError`.
+        hint: where a permanent table row for such a model belongs (added to the log line).
+    """
+
+    name: str
+    discover: Callable[[torch.nn.Module], AdapterSpec | None]
+    hint: str = ""
 
 
 @dataclass(frozen=True)
@@ -301,8 +343,50 @@ def list_adapters() -> list[AdapterSpec]:
     return ADAPTERS.values()
 
 
+#: structural discoveries, tried in order when no table row matches (same convention)
+DISCOVERIES: Registry[AdapterDiscovery] = Registry(
+    "adapter discovery",
+    AdapterDiscovery,
+    UnknownModelError,
+    how_to_add=(
+        "To add one, build an nnvtv.adapter.AdapterDiscovery(name, discover) and call "
+        "nnvtv.adapter.register_discovery(it), or expose it from your package under the "
+        f"entry-point group {ENTRY_POINT_GROUP!r}."
+    ),
+)
+
+
+def register_discovery(discovery: AdapterDiscovery, *, replace: bool = False) -> AdapterDiscovery:
+    """Add ``discovery`` to :data:`DISCOVERIES` (``replace=True`` replaces one of the same name)."""
+    if not isinstance(discovery, AdapterDiscovery):
+        raise AdapterError(
+            f"register_discovery expects an AdapterDiscovery, got {type(discovery).__name__}"
+        )
+    return DISCOVERIES.register(discovery, replace=replace)
+
+
+def list_discoveries() -> list[AdapterDiscovery]:
+    """Every registered structural discovery, in the order :func:`find_adapter` tries them."""
+    return DISCOVERIES.values()
+
+
+#: the ``nnvtv`` logger (inferred rows are announced there)
+LOGGER = logging.getLogger("nnvtv")
+#: ``(discovery name, spec)`` pairs already announced: one log line per inferred family
+_ANNOUNCED: set[tuple[str, AdapterSpec]] = set()
+
+
 def find_adapter(model: torch.nn.Module) -> AdapterSpec:
-    """The adapter for ``model``: by class (MRO, most specific first), then ``config.model_type``."""
+    """The adapter for ``model``.
+
+    By class (MRO, most specific first), then ``config.model_type``; when no table row
+    matches, each :class:`AdapterDiscovery` in :data:`DISCOVERIES` may infer one from the
+    model's structure (announced once per family on the ``nnvtv`` logger).
+
+    Raises:
+        UnknownModelError: no row matches and no discovery infers one; the message lists
+            the families in the table and what each discovery tried.
+    """
     specs = list_adapters()
     for cls in type(model).__mro__:
         for spec in specs:
@@ -312,9 +396,100 @@ def find_adapter(model: torch.nn.Module) -> AdapterSpec:
     for spec in specs:
         if model_type is not None and model_type in spec.model_types:
             return spec
+    failures: list[str] = []
+    discoveries = list_discoveries()
+    for discovery in discoveries:
+        try:
+            found = discovery.discover(model)
+        except NnvtvError as exc:
+            failures.append(f"[{discovery.name}] {exc}")
+            continue
+        except Exception as exc:  # a broken discovery plug-in must not hide the others
+            failures.append(f"[{discovery.name}] failed with {type(exc).__name__}: {exc}")
+            continue
+        if found is None:
+            continue
+        if not isinstance(found, AdapterSpec):
+            failures.append(
+                f"[{discovery.name}] returned a {type(found).__name__}, expected an AdapterSpec or None"
+            )
+            continue
+        _announce(discovery, model, found)
+        return found
     families = sorted({t for s in specs for t in s.model_types})
+    if failures:
+        tried = "Structural discovery could not infer a row: " + " ".join(failures) + " "
+    elif discoveries:
+        names = ", ".join(d.name for d in discoveries)
+        tried = f"No structural discovery applies to it (tried {names}). "
+    else:
+        tried = ""
     raise UnknownModelError(
-        f"no nnvtv adapter for {type(model).__name__} (config.model_type={model_type!r}). "
-        f"Supported families: {', '.join(families)}. {ADAPTERS.how_to_add} "
-        "Or pass adapter=<spec> to nnvtv.wrap."
+        f"no nnvtv adapter for {type(model).__name__} (config.model_type={model_type!r}): no table "
+        f"row matches its class or model_type. {tried}Supported families: {', '.join(families)}. "
+        f"{ADAPTERS.how_to_add} Or pass adapter=<spec> to nnvtv.wrap."
     )
+
+
+def _announce(discovery: AdapterDiscovery, model: torch.nn.Module, spec: AdapterSpec) -> None:
+    # WARNING, not INFO: the row decides what every site means and is a guess from names and
+    # widths, so it should be seen without configuring logging (Python shows WARNING by
+    # default) and pinned; once per family keeps it from being noise.
+    key = (discovery.name, spec)
+    if key in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(key)
+    paths = "; ".join(
+        (f"stream {st.name!r}: " if st.name else "")
+        + f"blocks {' | '.join(st.block)}, attention output projection {' | '.join(st.attn_out)}, "
+        + f"config keys n_layers={_keys(st.n_layers)} n_heads={_keys(st.n_heads)} "
+        + f"d_model={_keys(st.d_model)} head_dim={_keys(st.head_dim) if st.head_dim else 'd_model // n_heads'}"
+        for st in spec.streams
+    )
+    hint = discovery.hint
+    LOGGER.warning(
+        "nnvtv: no adapter table row for %s (model_type=%r); discovery %r inferred adapter %r from "
+        "its module tree: %s. nnvtv.wrap checks it with one validation forward. To make it a "
+        "table row (pinned, and this message goes away), register it before wrapping, or pass it "
+        "as adapter= to nnvtv.wrap:\n%s\n%s",
+        type(model).__name__,
+        getattr(getattr(model, "config", None), "model_type", None),
+        discovery.name,
+        spec.name,
+        paths,
+        spec_source(spec),
+        hint,
+    )
+
+
+def _keys(keys: Sequence[str]) -> str:
+    return " | ".join(keys)
+
+
+def spec_source(spec: AdapterSpec) -> str:
+    """Python source that registers ``spec`` as a table row (what an inferred row is logged as)."""
+
+    def stream(st: StreamSpec) -> str:
+        fields = [f"{f}={getattr(st, f)!r}" for f in ("block", "attn_out", "n_layers", "n_heads", "d_model")]
+        if st.head_dim:
+            fields.append(f"head_dim={st.head_dim!r}")
+        if st.name:
+            fields.append(f"name={st.name!r}")
+        return "            StreamSpec(\n" + "".join(f"                {f},\n" for f in fields) + "            ),\n"
+
+    io = spec.io
+    lines = [
+        "from nnvtv.adapter import AdapterSpec, StreamSpec, register_adapter",
+        f"from {io.__module__} import {io.__qualname__}",
+        "",
+        "register_adapter(",
+        "    AdapterSpec(",
+        f"        name={spec.name!r},",
+        f"        model_types={spec.model_types!r},",
+        f"        model_classes={spec.model_classes!r},",
+        f"        io={io.__qualname__},",
+    ]
+    if spec.io_options:
+        lines.append(f"        io_options={spec.io_options!r},")
+    text = "\n".join(lines) + "\n        streams=(\n" + "".join(stream(st) for st in spec.streams)
+    return text + "        ),\n    )\n)"
