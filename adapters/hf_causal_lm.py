@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from nnvtv.adapter import AdapterSpec, StreamSpec
 from nnvtv.text_io import TextIO
 
+from .discover import CAUSAL_LM_DISCOVERY
+
 __all__ = ["CAUSAL_LM_ADAPTERS", "PLUGIN", "ROWS", "Row", "adapter_spec"]
 
 _LAYERS = ("num_hidden_layers", "n_layer", "num_layers")
@@ -98,5 +100,6 @@ def adapter_spec(row: Row) -> AdapterSpec:
 
 CAUSAL_LM_ADAPTERS: list[AdapterSpec] = [adapter_spec(row) for row in ROWS]
 
-#: what the entry point ``hf_causal_lm`` registers
-PLUGIN = CAUSAL_LM_ADAPTERS
+#: what the entry point ``hf_causal_lm`` registers: the table, then the structural discovery
+#: of causal LMs it does not hold (tried only when no row matches)
+PLUGIN = [*CAUSAL_LM_ADAPTERS, CAUSAL_LM_DISCOVERY]

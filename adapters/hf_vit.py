@@ -19,6 +19,8 @@ from nnvtv.adapter import AdapterSpec, ModelIO, StreamSpec
 from nnvtv.errors import ConfigError, EmptyDataError, ShapeMismatchError
 from nnvtv.inputs import ModelInputs
 
+from .discover import vit_discovery
+
 __all__ = ["VIT", "VIT_MAE", "ViTIO", "ViTMAEIO", "PLUGIN"]
 
 
@@ -168,5 +170,6 @@ VIT_MAE = AdapterSpec(
     ),
 )
 
-#: what the entry point ``hf_vit`` registers
-PLUGIN = [VIT, VIT_MAE]
+#: what the entry point ``hf_vit`` registers: the table, then the structural discovery of
+#: ViT-style (CLS + patches) classifiers it does not hold, read with ViTIO
+PLUGIN = [VIT, VIT_MAE, vit_discovery(ViTIO)]
