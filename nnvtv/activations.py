@@ -17,10 +17,10 @@ import torch
 from nnvtv import store
 from nnvtv.errors import (
     EmptyDataError,
-    FingerprintMismatchError,
     ShapeMismatchError,
     SiteError,
 )
+from nnvtv.fingerprint import check_fingerprint
 from nnvtv.inputs import ModelInputs
 from nnvtv.patching import Patch
 from nnvtv.sites import Site, SiteSpace
@@ -78,11 +78,8 @@ class Means(Mapping[Site, torch.Tensor]):
 
     def check_covers(self, model: Model, space: Iterable[Site]) -> None:
         """Raise unless these means were taken on ``model`` and cover every site of ``space``."""
-        if self.fingerprint != model.fingerprint:
-            raise FingerprintMismatchError(
-                f"these means come from a model with fingerprint {self.fingerprint}, not "
-                f"{model.name!r} ({model.fingerprint}); collect means on this model"
-            )
+        check_fingerprint(model, self.fingerprint, what="these means", made_for=self.meta.get("model", "?"),
+                          fix="Collect means on this model.")
         missing = [s for s in space if s not in self._values]
         if missing:
             raise SiteError(f"means are missing {len(missing)} site(s) of the space, e.g. {[str(s) for s in missing[:3]]}")
@@ -205,4 +202,4 @@ def mean_activations(
     for s in sites:
         total = sums[((s.stream, s.layer, where_of(s)), s.group)]
         values[s] = (total[:, 0 if s.head is None else s.head] / count).to(torch.float32)
-    return Means(values, count=count, fingerprint=model.fingerprint, meta=meta)
+    return Means(values, count=count, fingerprint=model.fingerprint, meta={"model": model.name, **dict(meta or {})})

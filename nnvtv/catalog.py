@@ -16,6 +16,7 @@ import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -131,9 +132,14 @@ def load(
     try:
         module, tokenizer = load_pretrained(name, revision=revision, dtype=dt, device_map=device_map)
     except UnknownModelError as exc:
+        if Path(name).expanduser().is_dir():
+            raise
         close = difflib.get_close_matches(name, MODELS.names(), n=1)
-        hint = f" Did you mean the catalogue model {close[0]!r}?" if close else f" Catalogue models: {', '.join(MODELS.names())}."
-        raise type(exc)(f"{exc}{hint}{failed_plugins_note()}") from exc
+        hint = f" Did you mean the catalogue model {close[0]!r}?" if close else ""
+        raise type(exc)(
+            f"unknown model {name!r}: not a catalogue model ({', '.join(MODELS.names())}; see `nnvtv models`), "
+            f"not a local folder, and {exc}{hint}{failed_plugins_note()}"
+        ) from exc
     if device_map is None:
         module.to(dev)
     return wrap(module, tokenizer, name=name, **options)

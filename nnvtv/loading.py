@@ -139,9 +139,7 @@ def load_pretrained(
     local = Path(name).expanduser()
     is_dir = local.is_dir()
     if not is_dir and not _looks_like_hub_id(name):
-        raise UnknownModelError(
-            f"{name!r} is neither a catalogue model, a local folder, nor a Hugging Face Hub id (org/name)"
-        )
+        raise UnknownModelError(f"{name!r} is not a Hugging Face Hub id (org/name) either")
     kw: dict[str, Any] = {}
     if not is_dir:
         kw = {"revision": revision, "cache_dir": str(hub_cache_dir())}
@@ -188,12 +186,12 @@ def _load_error(name: str, is_dir: bool, revision: str | None, exc: Exception) -
     )
     if is_offline():
         return OfflineError(
-            f"Hugging Face Hub id {name!r}{rev} is not in the local cache {hub_cache_dir()} and nnvtv is "
+            f"the Hugging Face Hub id {name!r}{rev} is not in the local cache {hub_cache_dir()} and nnvtv is "
             f"offline (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set), so nothing was downloaded. {ways_out}; "
             "or unset HF_HUB_OFFLINE on a machine with a network."
         )
     return UnknownModelError(
-        f"could not load {name!r}{rev} from the Hugging Face Hub: {type(exc).__name__}: {str(exc).rstrip('.')}. Check the "
+        f"the Hugging Face Hub could not give {name!r}{rev}: {type(exc).__name__}: {str(exc).rstrip('.')}. Check the "
         f"id and the network; gated models need a token (HF_TOKEN or `huggingface-cli login`). {ways_out}."
     )
 

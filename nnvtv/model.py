@@ -19,7 +19,7 @@ from nnsight import NNsight
 
 from nnvtv.adapter import AdapterSpec, ModelIO, StreamInfo, config_value, resolve_path
 from nnvtv.errors import AdapterError, ConfigError, SiteError
-from nnvtv.fingerprint import fingerprint_of
+from nnvtv.fingerprint import fingerprint_of, legacy_fingerprint_of
 from nnvtv.inputs import ModelInputs
 from nnvtv.patching import Patch, patch_visits
 from nnvtv.sites import Site, SiteSpace
@@ -69,6 +69,7 @@ class Model:
         self.remote_batches = 16  # mean-collection batches per remote request
         self.streams: dict[str, StreamInfo] = self._resolve_streams()
         self._fingerprint: str | None = None
+        self._legacy_fingerprint: str | None = None
 
     @property
     def remote(self) -> bool | str:
@@ -234,7 +235,7 @@ class Model:
         if self.remote or (device is None and dtype is None):
             return self
         self.module.to(device=device, dtype=dtype)
-        self._fingerprint = None
+        self._fingerprint = self._legacy_fingerprint = None  # (bfloat16 keeps it, float16 changes it)
         return self
 
     # ------------------------------------------------------------------ inputs and runs
@@ -342,10 +343,29 @@ class Model:
     # ------------------------------------------------------------------ identity
     @property
     def fingerprint(self) -> str:
-        """Stable id of architecture + weights (see :func:`nnvtv.fingerprint.fingerprint_of`)."""
+        """One id for this checkpoint, the same locally, on NDIF, in float32 or bfloat16 (see
+        :mod:`nnvtv.fingerprint`; a remote model reads its weight sample on the server with one
+        request, the first time)."""
         if self._fingerprint is None:
-            self._fingerprint = fingerprint_of(self.module, self.adapter.name, remote=self.remote is True)
+            samples = None
+            if self.remote is True:
+                named = list(self.module.named_parameters())
+                samples = self.backend.parameter_samples(
+                    self.nnsight, self.inputs(self.io.example(1)), [n for n, _ in named], [p.numel() for _, p in named]
+                )
+            self._fingerprint = fingerprint_of(self.module, self.adapter.name, samples)
         return self._fingerprint
+
+    def matches(self, fingerprint: str) -> bool:
+        """Whether something recorded with ``fingerprint`` was made on this checkpoint (also
+        accepts the fingerprint nnvtv gave before it was dtype- and location-independent)."""
+        if fingerprint == self.fingerprint:
+            return True
+        if self.remote is True:
+            return False
+        if self._legacy_fingerprint is None:
+            self._legacy_fingerprint = legacy_fingerprint_of(self.module, self.adapter.name) or ""
+        return fingerprint == self._legacy_fingerprint
 
     def describe(self) -> dict[str, Any]:
         """Plain-dict summary (for JSON outputs and reports)."""

@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nnvtv import store
-from nnvtv.errors import FingerprintMismatchError, ShapeMismatchError
+from nnvtv.errors import ShapeMismatchError
+from nnvtv.fingerprint import check_fingerprint
 from nnvtv.patching import MODES, Patch
 from nnvtv.sites import Site, SiteSpace
 
 if TYPE_CHECKING:
     from nnvtv.model import Model
 
-__all__ = ["TaskVector", "FORMAT"]
+__all__ = ["TaskVector", "FORMAT", "check_applicable"]
 
 FORMAT = "nnvtv.task_vector/1"
 STEM = "task_vector"  # the directory holds task_vector.json + task_vector.safetensors
@@ -119,22 +120,7 @@ class TaskVector:
         but every site must exist in ``model`` with the same width
         (:class:`~nnvtv.errors.SiteError` / :class:`~nnvtv.errors.ShapeMismatchError`).
         """
-        if transfer:
-            for site, value in self.values.items():
-                width = model.site_width(site)  # SiteError if the site does not exist there
-                if value.dim() != 2 or value.shape[1] != width:
-                    raise ShapeMismatchError(
-                        f"cannot transfer this task vector from {self.model!r} to {model.name!r}: "
-                        f"site {site} holds {tuple(value.shape)} values but is {width} wide there"
-                    )
-            return
-        if model.fingerprint != self.fingerprint:
-            raise FingerprintMismatchError(
-                f"this task vector was made for model {self.model!r} (fingerprint {self.fingerprint}); "
-                f"it cannot be applied to {model.name!r} (fingerprint {model.fingerprint}). "
-                "Find a task vector on this model, or load the model it came from "
-                "(or, to transfer it on purpose, apply(..., transfer=True))."
-            )
+        check_applicable(model, self.values, self.fingerprint, what="this task vector", made_for=self.model, transfer=transfer)
 
     def apply(self, model: Model, data: Any, *, readout: bool = True, transfer: bool = False) -> Any:
         """Run ``data`` through ``model`` with this vector patched in.
@@ -195,3 +181,23 @@ class TaskVector:
     def __repr__(self) -> str:
         return f"TaskVector({len(self)} sites, model={self.model!r}, task={self.task!r}, strategy={self.strategy!r}, mode={self.mode!r})"
 
+
+def check_applicable(
+    model: Model, values: Mapping[Site, torch.Tensor], fingerprint: str, *, what: str, made_for: str, transfer: bool = False
+) -> None:
+    """Raise unless ``values`` (``{site: [positions, width]}``) recorded on the checkpoint
+    ``fingerprint`` may be patched into ``model``: the same checkpoint, or with ``transfer=True``
+    any model where every site exists with the same width."""
+    if not transfer:
+        check_fingerprint(
+            model, fingerprint, what=what, made_for=made_for,
+            fix="Use it on the model it came from, or pass transfer=True to apply it to another model on purpose.",
+        )
+        return
+    for site, value in values.items():
+        width = model.site_width(site)  # SiteError if the site does not exist there
+        if value.dim() != 2 or value.shape[1] != width:
+            raise ShapeMismatchError(
+                f"cannot transfer {what} from {made_for!r} to {model.name!r}: site {site} holds "
+                f"{tuple(value.shape)} values but is {width} wide there"
+            )

@@ -8,6 +8,7 @@ output. Tests compare what nnvtv does against these facts and against raw-torch 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,11 @@ import transformers as T
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 import nnvtv
+
+# Tests never touch the network: a Hub id the test did not put in a cache is an OfflineError at
+# once (nnvtv reads these variables at call time), not minutes of retries.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 # Tiny models: on a shared, busy CPU every op costs ~10 ms with 2 OpenMP threads (barrier
 # waits) and ~10 us with one. Set at import and again per test (see `_one_thread`), since

@@ -115,7 +115,7 @@ def test_save_load_round_trip(tmp_path, text_model):
         loaded = nnvtv.Means.load(given)
         assert list(loaded) == list(means)
         assert loaded.count == means.count and loaded.fingerprint == means.fingerprint
-        assert loaded.meta == {"task": "demo", "shots": 0}
+        assert loaded.meta == {"model": text_model.name, "task": "demo", "shots": 0}  # the model is recorded too
         for s in means:
             assert torch.equal(loaded[s], means[s])
     # loaded means drive run_masks exactly like the originals

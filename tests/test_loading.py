@@ -88,7 +88,7 @@ def test_typo_of_a_catalogue_name_offline_suggests_it(hub_cache):
 
 
 def test_not_a_name_a_folder_or_an_id(tmp_path):
-    with pytest.raises(UnknownModelError, match="neither a catalogue model"):
+    with pytest.raises(UnknownModelError, match="unknown model .*not a catalogue model.*not a local folder.*not a Hugging Face Hub id"):
         nnvtv.load(str(tmp_path / "no" / "such" / "folder"))
 
 

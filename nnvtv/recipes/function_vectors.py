@@ -41,6 +41,7 @@ from nnvtv.sites import Site
 from nnvtv.tasks import Task
 from nnvtv.tasks import get as get_task
 from nnvtv.tasks.base import cycle
+from nnvtv.vector import check_applicable
 
 __all__ = ["FunctionVector", "causal_indirect_effects", "function_vector", "head_vector"]
 
@@ -192,10 +193,24 @@ class FunctionVector:
             return None
         return max(range(len(self.layer_accuracy)), key=lambda i: (self.layer_accuracy[i], -i))
 
-    def patch(self, layer: int | None = None) -> Patch:
-        """An ``add`` :class:`Patch` of the vector at the last token of ``layer`` (default: its own)."""
+    def patch(self, layer: int | None = None, *, model: Model | None = None, transfer: bool = False) -> Patch:
+        """An ``add`` :class:`Patch` of the vector at the last token of ``layer`` (default: its own);
+        with ``model``, first checked to belong to it (see :meth:`check_model`)."""
         layer = self.layer if layer is None else layer
-        return Patch({Site(layer, None, GROUP): self.vector[None]}, mode="add")
+        patch = Patch({Site(layer, None, GROUP): self.vector[None]}, mode="add")
+        if model is not None:
+            self.check_model(model, patch, transfer=transfer)
+        return patch
+
+    def check_model(self, model: Model, patch: Patch | None = None, *, transfer: bool = False) -> None:
+        """Raise unless the vector may be added in ``model``: the checkpoint it was made on
+        (fingerprint), or with ``transfer=True`` any model with the same residual width."""
+        values = (patch or self.patch()).values
+        check_applicable(model, values, self.fingerprint, what="this function vector", made_for=self.model, transfer=transfer)
+
+    def apply(self, model: Model, data: Any, layer: int | None = None, *, readout: bool = True, transfer: bool = False) -> Any:
+        """Run ``data`` through ``model`` with the vector added at ``layer`` (default: its own)."""
+        return model.run(data, self.patch(layer, model=model, transfer=transfer), readout=readout)
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k not in ("vector", "cie")}

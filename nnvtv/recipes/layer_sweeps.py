@@ -32,6 +32,7 @@ from nnvtv.recipes.common import (
 from nnvtv.sites import Site
 from nnvtv.tasks import Task
 from nnvtv.tasks import get as get_task
+from nnvtv.vector import check_applicable
 
 __all__ = ["LayerSweep", "layer_sweep"]
 
@@ -112,12 +113,26 @@ class LayerSweep:
     def best_accuracy(self) -> float:
         return max(self.accuracy)
 
-    def patch(self, layer: int | None = None) -> Patch:
-        """The task vector at ``layer`` (default: the best) as a replace :class:`Patch`."""
+    def patch(self, layer: int | None = None, *, model: Model | None = None, transfer: bool = False) -> Patch:
+        """The task vector at ``layer`` (default: the best) as a replace :class:`Patch`; with
+        ``model``, first checked to belong to it (see :meth:`check_model`)."""
         layer = self.best_layer if layer is None else layer
         if layer not in self.layers:
             raise ConfigError(f"layer {layer} was not swept; swept layers: {self.layers}")
-        return Patch({Site(layer, None, GROUP): self.means[self.layers.index(layer)][None]}, mode="replace")
+        patch = Patch({Site(layer, None, GROUP): self.means[self.layers.index(layer)][None]}, mode="replace")
+        if model is not None:
+            self.check_model(model, patch, transfer=transfer)
+        return patch
+
+    def check_model(self, model: Model, patch: Patch | None = None, *, transfer: bool = False) -> None:
+        """Raise unless the sweep's vectors may be patched into ``model``: the checkpoint they were
+        measured on (fingerprint), or with ``transfer=True`` any model with the same residual width."""
+        values = (patch or self.patch()).values
+        check_applicable(model, values, self.fingerprint, what="this layer sweep's task vector", made_for=self.model, transfer=transfer)
+
+    def apply(self, model: Model, data: Any, layer: int | None = None, *, readout: bool = True, transfer: bool = False) -> Any:
+        """Run ``data`` through ``model`` with the task vector of ``layer`` (default: the best) patched in."""
+        return model.run(data, self.patch(layer, model=model, transfer=transfer), readout=readout)
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "means"}

@@ -193,6 +193,27 @@ class RemoteBackend:
                 results = nnsight.save(results)
         return results
 
+    def parameter_samples(self, root: Any, inputs: Any, names: Sequence[str], numels: Sequence[int]) -> dict[str, torch.Tensor]:
+        """The fingerprint's sample of every named parameter, read on the server (ONE request).
+
+        ``inputs`` is any small valid batch (the values are read inside one traced forward).
+        """
+        from nnvtv.fingerprint import SAMPLES, sample_index
+        from nnvtv.tracing.local import envoy_at
+
+        self.requests += 1
+        with errors_as_remote_error(self):
+            with root.session(remote=self.remote):
+                with torch.no_grad(), root.trace(**inputs.kwargs):
+                    out = {}
+                    for name, numel in zip(names, numels, strict=True):
+                        path, _, attr = name.rpartition(".")
+                        param = getattr(envoy_at(root, path) if path else root, attr)
+                        flat = param.detach().reshape(-1)
+                        out[name] = flat[sample_index(numel)][:SAMPLES].to(torch.bfloat16).float().cpu()
+                    out = nnsight.save(out)
+        return out
+
 
 @contextmanager
 def errors_as_remote_error(model: Any) -> Iterator[None]:
