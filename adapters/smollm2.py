@@ -27,6 +27,7 @@ from pathlib import Path
 from nnvtv.catalog import ModelEntry
 from nnvtv.errors import CheckpointError, MissingDependencyError
 from nnvtv.model import Model
+from nnvtv.progress import status
 from nnvtv.wrapping import wrap
 
 __all__ = [
@@ -171,7 +172,8 @@ def load_smollm2(cache: Path | None = None) -> Model:
 
     d = Path(cache) if cache is not None else cache_dir()
     if not _is_complete(d):
-        convert(d)
+        with status(f"first use of {NAME}: converting the packaged GGUF (517 MB of float32) into {d}, once (~20 s)"):
+            convert(d)
     try:
         module = LlamaForCausalLM.from_pretrained(d, local_files_only=True).float()
         tokenizer = AutoTokenizer.from_pretrained(d, local_files_only=True)

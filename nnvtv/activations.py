@@ -1,7 +1,8 @@
 """Streaming mean activations per site, kept per token position of each group.
 
 :func:`mean_activations` walks an iterable of batches once (it never holds more than one
-batch), accumulates sums in float64, and returns :class:`Means`: for every site a
+batch), accumulates sums in float64 on the CPU (each batch is summed on the model's device, then
+moved), and returns :class:`Means`: for every site a
 ``[positions_in_group, width]`` float32 mean (``width`` = ``head_dim`` or ``d_model``).
 Means save to ``<path>.safetensors`` + ``<path>.json`` (never pickles).
 """
@@ -119,6 +120,15 @@ class Means(Mapping[Site, torch.Tensor]):
         return f"Means({len(self)} sites, count={self.count}, model={self.fingerprint})"
 
 
+def _float64_sum(values: torch.Tensor) -> torch.Tensor:
+    """``values [batch, ...]`` summed over the batch in float64, on the CPU (where Means keep their
+    sums: float64 is exact enough for any number of prompts, and MPS has no float64)."""
+    v = values.detach()
+    if v.device.type == "mps":
+        v = v.cpu()
+    return v.to(torch.float64).sum(0).cpu()
+
+
 def mean_activations(
     model: Model,
     batches: Iterable[Any],
@@ -160,7 +170,7 @@ def mean_activations(
                 # {group: [P, heads, width] float64 sum over the batch}
                 if layout is None:
                     raise ShapeMismatchError(f"the adapter cannot fold this model's value of shape {tuple(x.shape)} onto [batch, pos, width]")
-                return {g: read_heads(x, p, where, n_heads, layout).detach().to(torch.float64).sum(0) for g, p in positions.items()}
+                return {g: _float64_sum(read_heads(x, p, where, n_heads, layout)) for g, p in positions.items()}
 
             visits[key].reader = reader
         return inputs, list(visits.values()), list(visits)

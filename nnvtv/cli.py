@@ -25,6 +25,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, help="Find, measu
 err = Console(stderr=True)
 out = Console()
 
+DEVICE_HELP = "auto (CUDA when available, else CPU) | cpu | cuda | cuda:N | mps"
+DTYPE_HELP = "auto (as stored) | float32 | bfloat16 | float16"
+
 
 def _fail(exc: Exception) -> None:
     err.print(f"[bold red]error:[/] {exc}")
@@ -50,6 +53,8 @@ def find(
     out_dir: Annotated[Path | None, typer.Option("--out", help="write the task vector, figures and results here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON on stdout")] = False,
     remote: Annotated[bool, typer.Option("--remote", help="run on NDIF: --model is a hub id (needs NDIF_API_KEY)")] = False,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
 ) -> None:
     """Find a task vector: search for the few sites whose ICL means make the model do the task zero-shot."""
     import nnvtv
@@ -69,7 +74,7 @@ def find(
                     best = f"best held-out {p.info['heldout']:.2f}, {p.info['n_sites']} sites"
                 bar.update(tasks[p.stage], completed=p.completed, total=p.total, best=best)
 
-            m = nnvtv.wrap(model, remote=True) if remote else nnvtv.load(model)
+            m = nnvtv.wrap(model, remote=True) if remote else nnvtv.load(model, device=device, dtype=dtype)
             result = run_find(m, task, strategy=strategy, budget=budget, seed=seed, shots=shots, sites=sites, sparsity=sparsity, progress=on_progress)
     except NnvtvError as exc:
         _fail(exc)
@@ -101,6 +106,8 @@ def evaluate(
     vector: Annotated[Path, typer.Option(help="directory written by `nnvtv find --out`")],
     model: Annotated[str | None, typer.Option(help="model to apply it to (default: the one it was found on)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
 ) -> None:
     """Re-apply a saved task vector and measure it on held-out queries."""
     import nnvtv
@@ -108,7 +115,7 @@ def evaluate(
 
     try:
         tv = nnvtv.TaskVector.load(vector)
-        m = nnvtv.load(model or tv.model)
+        m = nnvtv.load(model or tv.model, device=device, dtype=dtype)
         scores = run_evaluate(m, tv.task, tv, shots=tv.meta.get("shots"), seed=tv.meta.get("seed", 0))
     except NnvtvError as exc:
         _fail(exc)
@@ -186,6 +193,8 @@ def compare(
     transfer: Annotated[bool, typer.Option(help="apply every run's vector to every other run's model")] = True,
     out_dir: Annotated[Path | None, typer.Option("--out", help="write compare.json, compare.png and vectors/ here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the comparison as JSON on stdout")] = False,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
 ) -> None:
     """Run one task on several models (or seeds) and compare scores, sites, depth, overlap and transfer."""
     from nnvtv.compare import compare as run_compare
@@ -209,7 +218,8 @@ def compare(
                     best = f"best held-out {p.info['heldout']:.2f}, {p.info['n_sites']} sites"
                 bar.update(tasks[key], completed=p.completed, total=p.total, best=best)
 
-            cmp = run_compare(names, task, seeds=seed_list, strategy=strategy, budget=budget, sites=sites, transfer=transfer, progress=on_progress)
+            cmp = run_compare(names, task, seeds=seed_list, strategy=strategy, budget=budget, sites=sites, transfer=transfer,
+                              progress=on_progress, device=device, dtype=dtype)
     except NnvtvError as exc:
         _fail(exc)
         return

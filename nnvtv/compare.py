@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from nnvtv import catalog, store
 from nnvtv.errors import ConfigError, EmptyDataError, NnvtvError
 from nnvtv.find import Progress, SearchResult, find, score_batch
@@ -291,6 +293,8 @@ def compare(
     budget: int | None = None,
     transfer: bool = True,
     progress: Callable[[str, Progress], None] | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
     **find_options: Any,
 ) -> Comparison:
     """Run :func:`nnvtv.find` for ``task`` on every model x seed and compare the results.
@@ -302,6 +306,7 @@ def compare(
         strategy, budget: passed to :func:`nnvtv.find` (same for every run: equal cost).
         transfer: also apply every run's task vector to every other run's model.
         progress: ``progress(label, event)`` for each :class:`nnvtv.find.Progress` event.
+        device, dtype: where and in what dtype models given by name are loaded (:func:`nnvtv.load`).
         **find_options: further options of :func:`nnvtv.find` (``sites``, ``shots`` ...).
 
     Returns:
@@ -314,7 +319,7 @@ def compare(
     seeds = list(seeds)
     if not seeds:
         raise ConfigError("compare needs at least one seed, got none")
-    loaded = [catalog.load(m) if isinstance(m, str) else m for m in models]
+    loaded = [catalog.load(m, device=device, dtype=dtype) if isinstance(m, str) else m for m in models]
     if task is None:
         e = catalog.entry(loaded[0].name)
         if e is None:

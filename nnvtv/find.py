@@ -182,7 +182,7 @@ def find(
     mode: str = "replace",
     sparsity: float | None = None,
     n_mean_prompts: int = 64,
-    max_rows: int = 4096,
+    max_rows: int | None = None,
     eval_every: int = 10,
     progress: ProgressFn | None = None,
     **strategy_options: Any,
@@ -202,7 +202,8 @@ def find(
         mode: ``"replace"`` (mean patching) or ``"add"``.
         sparsity: penalty per selected site added to the loss (default from the catalogue, else 0).
         n_mean_prompts: ICL prompts averaged into the means.
-        max_rows: memory bound of one batched forward (candidates x queries).
+        max_rows: memory bound of one batched forward (candidates x queries); default from the
+            free memory of the model's device (:func:`nnvtv.patching.auto_max_rows`).
         eval_every: search steps between held-out evaluations of the best mask.
         progress: callback receiving :class:`Progress` events.
         **strategy_options: options of the strategy (validated by name).

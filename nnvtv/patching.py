@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,8 @@ MODES = ("replace", "add")
 
 #: memory bound (bytes) for the per-candidate copies of a shared prefix's state in one chunk
 SHARED_STATE_BYTES = 1 << 30
+#: the most rows one batched forward gets when ``max_rows`` is left to nnvtv
+MAX_AUTO_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def run_masks(
     masks: torch.Tensor,
     *,
     mode: str = "replace",
-    max_rows: int = 2048,
+    max_rows: int | None = None,
     share_prefix: bool = True,
 ) -> torch.Tensor:
     """Readouts for ``B`` site sets, each set patched with ``means``; one forward per chunk.
@@ -149,7 +152,9 @@ def run_masks(
             candidate ``b`` (an all-False row is the unpatched model).
         mode: ``"replace"`` or ``"add"``.
         max_rows: memory bound: at most this many rows (``candidates x N``) per forward;
-            candidates are chunked to respect it (one traced forward per chunk).
+            candidates are chunked to respect it (one traced forward per chunk). ``None``:
+            :func:`auto_max_rows` (half the free memory of the model's device, at most
+            :data:`MAX_AUTO_ROWS`).
         share_prefix: let the adapter run the part of the prompts no candidate can change
             once (:meth:`~nnvtv.adapter.ModelIO.shared_prefix`; causal LMs patched at
             ``last``: the prefix with a key/value cache, then only the last token per
@@ -166,6 +171,8 @@ def run_masks(
     masks = space.check_masks(masks)
     inputs = model.inputs(inputs)
     n = inputs.batch_size
+    if max_rows is None:
+        max_rows = auto_max_rows(model, inputs)
     if max_rows < n:
         raise ConfigError(f"max_rows={max_rows} is smaller than one batch of {n} inputs; raise max_rows")
     means.check_covers(model, space)
@@ -219,3 +226,37 @@ def _mask_plan(
         cols = torch.tensor([c for c, _ in items])
         plan.append((key, group, head_index(items), torch.stack(vals, dim=1), cols))
     return plan
+
+
+def _free_bytes(device: torch.device | None) -> int | None:
+    """Free memory of ``device`` (CUDA: the driver's count; CPU: available RAM on Linux), or ``None``."""
+    if device is None:
+        return None
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, ValueError, OSError):
+            return None
+    return None
+
+
+def auto_max_rows(model: Model, inputs: ModelInputs) -> int:
+    """Rows per batched forward that fit in half the free memory of the model's device.
+
+    One row is estimated at ``positions x (16 x widest stream x dtype bytes + 4 x vocabulary)``
+    bytes (the forward's largest intermediates and float32 logits at every position); the result
+    is at least one batch and at most :data:`MAX_AUTO_ROWS`. Remote models: the constant.
+    """
+    n = inputs.batch_size
+    free = None if model.remote else _free_bytes(model.device)
+    if free is None:
+        return max(n, MAX_AUTO_ROWS)
+    seq = max([int(v.shape[1]) for v in inputs.kwargs.values() if isinstance(v, torch.Tensor) and v.dim() >= 2 and not v.is_floating_point()]
+              + [int(p.max()) + 1 for gs in inputs.positions.values() for p in gs.values() if p.numel()] + [1])
+    width = max(info.d_model for info in model.streams.values())
+    dtype = model.dtype or torch.float32
+    vocab = int(getattr(getattr(model.module, "config", None), "vocab_size", 0) or 0)
+    per_row = seq * (16 * width * dtype.itemsize + 4 * vocab)
+    return max(n, min(MAX_AUTO_ROWS, int(free // 2 // max(1, per_row))))
