@@ -10,12 +10,15 @@
 from nnvtv import errors, recipes, search, tasks, toys
 from nnvtv.activations import Means, mean_activations
 from nnvtv.adapter import (
+    AdapterDiscovery,
     AdapterSpec,
     ModelIO,
     StreamSpec,
     find_adapter,
     list_adapters,
+    list_discoveries,
     register_adapter,
+    register_discovery,
 )
 from nnvtv.catalog import list_models, load, register_model
 from nnvtv.compare import Comparison, compare
@@ -30,6 +33,7 @@ from nnvtv.wrapping import wrap
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdapterDiscovery",
     "AdapterSpec",
     "Comparison",
     "Means",
@@ -49,10 +53,12 @@ __all__ = [
     "find",
     "find_adapter",
     "list_adapters",
+    "list_discoveries",
     "list_models",
     "load",
     "mean_activations",
     "register_adapter",
+    "register_discovery",
     "recipes",
     "register_model",
     "run_masks",
