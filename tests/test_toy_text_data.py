@@ -1,11 +1,10 @@
-"""Fast checks of the toy-text data, tokenizer and explicit forward (no training, no network)."""
+"""Fast checks of the toy-text data and tokenizer (no training, no network)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from nnvtv.adapters.toy import text_data as td
-from nnvtv.adapters.toy.text_model import build_model, run_gpt2
 
 torch.set_num_threads(2)
 
@@ -13,13 +12,6 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="module")
 def tokenizer():
     return td.build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    model = build_model(seed=0)
-    model.eval()
-    return model
 
 
 def test_vocab_layout():
@@ -129,94 +121,13 @@ def test_generator_batches_are_well_formed():
     assert zs.input_ids.shape == (8, 3) and not zs.queries.eq(3).any()
 
 
-def test_run_gpt2_matches_model_forward(tiny_model):
-    batch = td.ToyTextGenerator(3, equal_length=False).sample(8)
-    with torch.no_grad():
-        ref = tiny_model(batch.input_ids, attention_mask=batch.attention_mask).logits
-        ref_nomask = tiny_model(batch.input_ids).logits
-        out = run_gpt2(tiny_model, batch.input_ids, capture=True)
-    real = batch.attention_mask.bool()
-    torch.testing.assert_close(out.logits[real], ref[real], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out.logits, ref_nomask, atol=1e-5, rtol=1e-5)
-    assert len(out.resid) == 4 and out.resid[1].shape == (8, batch.input_ids.shape[1], 128)
-    assert len(out.heads) == 4 and out.heads[0].shape == (8, batch.input_ids.shape[1], 4, 32)
-
-
-def test_run_gpt2_patches(tiny_model):
-    batch = td.ToyTextGenerator(4).sample(4)
-    pos = batch.last_pos
-    rows = torch.arange(4)
-    with torch.no_grad():
-        clean = run_gpt2(tiny_model, batch.input_ids, capture=True)
-        # Replacing a value by itself changes nothing.
-        same = run_gpt2(
-            tiny_model, batch.input_ids, pos=pos, resid_patch={1: clean.resid[1][rows, pos]}
-        )
-        torch.testing.assert_close(same.logits, clean.logits)
-        vec = torch.randn(4, 128)
-        patched = run_gpt2(tiny_model, batch.input_ids, pos=pos, resid_patch={1: vec}, capture=True)
-        torch.testing.assert_close(patched.resid[1][rows, pos], vec)
-        torch.testing.assert_close(patched.resid[1][:, :-1], clean.resid[1][:, :-1])
-        mask = torch.zeros(4, 4, dtype=torch.bool)
-        mask[:, 2] = True
-        vals = torch.randn(4, 4, 32)
-        hp = run_gpt2(
-            tiny_model, batch.input_ids, pos=pos, head_patch={0: (mask, vals)}, capture=True
-        )
-        torch.testing.assert_close(hp.heads[0][rows, pos, 2], vals[:, 2])
-        torch.testing.assert_close(hp.heads[0][rows, pos, :2], clean.heads[0][rows, pos, :2])
-    with pytest.raises(ValueError, match="needs pos"):
-        run_gpt2(tiny_model, batch.input_ids, resid_patch={1: vec})
-
-
-def test_run_gpt2_has_gradients_through_injection(tiny_model):
-    batch = td.ToyTextGenerator(5).sample(2)
-    vec = torch.zeros(2, 128, requires_grad=True)
-    out = run_gpt2(tiny_model, batch.input_ids, pos=batch.last_pos, resid_patch={1: vec})
-    out.logits[torch.arange(2), batch.last_pos].sum().backward()
-    assert vec.grad is not None and vec.grad.abs().sum() > 0
-    tiny_model.zero_grad(set_to_none=True)
-
-
-def test_resid_add_adds_at_pos(tiny_model):
-    batch = td.ToyTextGenerator(6).sample(3)
-    rows, pos = torch.arange(3), batch.last_pos
-    delta = torch.randn(3, 128)
-    with torch.no_grad():
-        clean = run_gpt2(tiny_model, batch.input_ids, capture=True)
-        added = run_gpt2(tiny_model, batch.input_ids, pos=pos, resid_add={1: delta}, capture=True)
-    torch.testing.assert_close(added.resid[1][rows, pos], clean.resid[1][rows, pos] + delta)
-    torch.testing.assert_close(added.resid[1][:, :-1], clean.resid[1][:, :-1])
-
-
-def test_tvp_losses_are_finite_and_differentiable():
-    from nnvtv.adapters.toy.train_text import _tvp_losses
-
-    model = build_model(seed=1)
-    batch = td.ToyTextGenerator(0, min_demos=1, max_demos=3).sample(16)
-    zgen = td.ToyTextGenerator(1, min_demos=0, max_demos=0, query_symbols=range(32))
-    out = run_gpt2(model, batch.input_ids, capture=True)
-    losses = _tvp_losses(
-        model,
-        batch,
-        out,
-        zgen,
-        1,
-        weights={"replace": 1.0, "add": 1.0, "heads": 0.5},
-        rng=torch.Generator().manual_seed(0),
-    )
-    assert set(losses) == {"replace", "add", "heads"}
-    total = sum(losses.values())
-    assert torch.isfinite(total)
-    total.backward()
-    assert model.transformer.h[0].attn.c_attn.weight.grad.abs().sum() > 0
-
-
 def test_shipped_weights_do_in_context_learning():
     from pathlib import Path
 
-    from nnvtv.adapters.toy.text_eval import icl_accuracy
+    from nnvtv.adapters.toy.catalog import load_toy_text
     from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    import nnvtv
 
     root = Path(td.__file__).parent / "weights"
     for name in ("toy-text", "toy-text-natural"):
@@ -229,5 +140,6 @@ def test_shipped_weights_do_in_context_learning():
         with torch.no_grad():
             pred = model(ids).logits[0, -1].argmax().item()
         assert tok.convert_ids_to_tokens(pred) == "s21"
-        acc = icl_accuracy(model, 3, tasks=["perm_a", "shift5"], n_per_query=2)["mean"]
+        wrapped = load_toy_text(name)
+        acc = sum(nnvtv.evaluate(wrapped, f"toy-{t}", shots=3).icl for t in ("perm_a", "shift5")) / 2
         assert acc >= 0.85, (name, acc)
