@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from nnsight import NNsight
 
-from nnvtv.adapter import AdapterSpec, ModelIO, StreamInfo, config_value, resolve_path
+from nnvtv.adapter import AdapterSpec, StreamInfo, config_value, resolve_path
 from nnvtv.errors import AdapterError, ConfigError, SiteError
 from nnvtv.fingerprint import fingerprint_of, legacy_fingerprint_of
 from nnvtv.inputs import ModelInputs
+from nnvtv.model_io import ModelIO
 from nnvtv.patching import Patch, patch_visits
 from nnvtv.sites import Site, SiteSpace
 from nnvtv.tracing import ATTN_OUT, Job, LocalBackend, Result, Visit, group_sites, where_of

@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 
-from nnvtv.adapter import AdapterSpec, find_adapter, make_io
+from nnvtv.adapter import AdapterSpec, find_adapter
 from nnvtv.errors import AdapterError, ConfigError
 from nnvtv.model import Model
+from nnvtv.model_io import make_io
 from nnvtv.tracing import ATTN_OUT, BLOCK, Visit
 from nnvtv.tracing.remote import remote_wrapper
 

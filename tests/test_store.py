@@ -345,7 +345,7 @@ def test_interrupted_save_never_looks_complete(kind, tmp_path, monkeypatch):
             raise KeyboardInterrupt("power cut")
         real_replace(src, dst)
 
-    monkeypatch.setattr(store.os, "replace", crash_on_json)
+    monkeypatch.setattr(store.bundle.os, "replace", crash_on_json)
     with pytest.raises(KeyboardInterrupt):
         kind.write(kind.make(), d)
     monkeypatch.undo()

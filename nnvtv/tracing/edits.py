@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from nnvtv.adapter import ValueLayout
+from nnvtv.model_io import ValueLayout
 from nnvtv.sites import Site
 
 __all__ = [

@@ -17,8 +17,8 @@ from nnvtv.errors import ShapeMismatchError
 from nnvtv.tracing.edits import ATTN_OUT, Visit, apply_edits
 
 if TYPE_CHECKING:
-    from nnvtv.adapter import ModelIO, ValueLayout
     from nnvtv.inputs import ModelInputs
+    from nnvtv.model_io import ModelIO, ValueLayout
 
 __all__ = ["Job", "Result", "envoy_at", "walk", "run_jobs", "LocalBackend"]
 

@@ -41,7 +41,7 @@ from nnvtv.errors import ConfigError, NnvtvError, RemoteError
 from nnvtv.tracing.local import Job, Result, run_jobs
 
 if TYPE_CHECKING:
-    from nnvtv.adapter import ModelIO
+    from nnvtv.model_io import ModelIO
 
 __all__ = [
     "REMOTE_MODES",
