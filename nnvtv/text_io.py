@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from nnvtv.adapter import ModelIO, SharedPrefix
 from nnvtv.errors import ConfigError, EmptyDataError, ShapeMismatchError
 from nnvtv.inputs import ModelInputs
+from nnvtv.model_io import ModelIO, SharedPrefix
 
 __all__ = ["TextIO", "last_token_index"]
 
