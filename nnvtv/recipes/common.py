@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from nnvtv import store
 from nnvtv.activations import Means, mean_activations
 from nnvtv.errors import ConfigError
 from nnvtv.model import Model
@@ -13,7 +14,8 @@ from nnvtv.tasks import Task, TaskBatch
 from nnvtv.tasks import get as get_task
 from nnvtv.tasks.base import cycle
 
-__all__ = ["GROUP", "accuracy", "check_text_model", "default_shots", "icl_means", "masked_accuracy"]
+__all__ = [
+    "RESULT_FIELDS", "GROUP", "accuracy", "check_text_model", "default_shots", "icl_means", "masked_accuracy"]
 
 GROUP = "last"
 
@@ -75,3 +77,18 @@ def masked_accuracy(
     out = run_masks(model, batch.inputs, means, space, masks, mode=mode, max_rows=max(max_rows, len(batch)))
     return task.score(out, batch.targets).mean(-1).tolist()
 
+
+#: the JSON fields every saved recipe result shares: where it was measured and how
+RESULT_FIELDS: dict[str, store.Field] = {
+    "model": store.Field(store.STR),
+    "fingerprint": store.Field(store.STR),
+    "task": store.Field(store.STR),
+    "zero_shot": store.Field(store.NUMBER),
+    "icl": store.Field(store.NUMBER),
+    "shots": store.Field(store.at_least(store.INT, 0)),
+    "n_queries": store.Field(store.at_least(store.INT, 0)),
+    "n_mean_prompts": store.Field(store.at_least(store.INT, 0)),
+    "forward_passes": store.Field(store.at_least(store.INT, 0)),
+    "seconds": store.Field(store.NUMBER),
+    "seed": store.Field(store.INT, default=0),
+}

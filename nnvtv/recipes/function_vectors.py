@@ -31,6 +31,7 @@ from nnvtv.model import Model
 from nnvtv.patching import Patch, run_masks
 from nnvtv.recipes.common import (
     GROUP,
+    RESULT_FIELDS,
     accuracy,
     check_text_model,
     default_shots,
@@ -127,24 +128,14 @@ SCHEMA = store.Schema(
     what="function vector",
     writer="FunctionVector.save",
     fields={
-        "model": store.Field(store.STR),
-        "fingerprint": store.Field(store.STR),
-        "task": store.Field(store.STR),
+        **RESULT_FIELDS,
         "layer": store.Field(store.at_least(store.INT, 0)),
         "heads": store.Field(store.list_of(store.SITE, unique=True)),
-        "zero_shot": store.Field(store.NUMBER),
         "zero_shot_fv": store.Field(store.NUMBER),
         "shuffled": store.Field(store.NUMBER),
         "shuffled_fv": store.Field(store.NUMBER),
-        "icl": store.Field(store.NUMBER),
-        "shots": store.Field(store.at_least(store.INT, 0)),
-        "n_queries": store.Field(store.at_least(store.INT, 0)),
-        "n_mean_prompts": store.Field(store.at_least(store.INT, 0)),
         "n_cie_prompts": store.Field(store.at_least(store.INT, 0)),
-        "forward_passes": store.Field(store.at_least(store.INT, 0)),
-        "seconds": store.Field(store.NUMBER),
         "layer_accuracy": store.Field(store.list_of(store.NUMBER), default=[]),
-        "seed": store.Field(store.INT, default=0),
     },
     tensors=store.Tensors(names=("vector", "cie"), ndim={"vector": 1, "cie": 2}),  # [d_model], [n_layers, n_heads]
     check=_consistent,

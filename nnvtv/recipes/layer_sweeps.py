@@ -23,6 +23,7 @@ from nnvtv.model import Model
 from nnvtv.patching import Patch
 from nnvtv.recipes.common import (
     GROUP,
+    RESULT_FIELDS,
     accuracy,
     check_text_model,
     default_shots,
@@ -56,20 +57,10 @@ SCHEMA = store.Schema(
     what="layer sweep",
     writer="LayerSweep.save",
     fields={
-        "model": store.Field(store.STR),
-        "fingerprint": store.Field(store.STR),
-        "task": store.Field(store.STR),
+        **RESULT_FIELDS,
         "layers": store.Field(store.list_of(store.at_least(store.INT, 0), unique=True)),
         "accuracy": store.Field(store.list_of(store.NUMBER)),
-        "zero_shot": store.Field(store.NUMBER),
-        "icl": store.Field(store.NUMBER),
-        "shots": store.Field(store.at_least(store.INT, 0)),
-        "n_queries": store.Field(store.at_least(store.INT, 0)),
-        "n_mean_prompts": store.Field(store.at_least(store.INT, 0)),
-        "forward_passes": store.Field(store.at_least(store.INT, 0)),
         "example_forwards": store.Field(store.at_least(store.INT, 0)),
-        "seconds": store.Field(store.NUMBER),
-        "seed": store.Field(store.INT, default=0),
     },
     tensors=store.Tensors(names=("means",), ndim=2),  # [n_layers_swept, d_model]
     check=_consistent,
