@@ -62,6 +62,10 @@ class Edit:
         values: ``[P, k, width]`` (the same for every row) or ``[batch, P, k, width]`` (per row).
         mode: ``"replace"`` or ``"add"``.
         select: optional ``BoolTensor [batch, k]``; where False the row keeps its own value.
+        weight: optional ``FloatTensor [batch, k]`` or ``[k]`` in ``[0, 1]``: a relaxed patch
+            (gradients flow into it). ``replace`` gives ``a + w * (value - a)`` (``torch.lerp``:
+            exactly ``a`` at ``w = 0`` and exactly ``value`` at ``w = 1``), ``add`` gives
+            ``a + w * value``. ``None`` is ``w = 1``.
     """
 
     positions: torch.Tensor
@@ -69,6 +73,7 @@ class Edit:
     values: torch.Tensor
     mode: str = "replace"
     select: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
 
 
 @dataclass
@@ -130,7 +135,12 @@ def apply_edits(x: torch.Tensor, edits: Iterable[Edit], where: str, n_heads: int
         block = x4[rows, positions]  # [batch, P, heads, width]
         cur = block[:, :, e.heads]  # [batch, P, k, width]
         vals = e.values.to(dtype=cur.dtype, device=cur.device)
-        new = vals.expand_as(cur) if e.mode == "replace" else cur + vals
+        if e.weight is None:
+            new = vals.expand_as(cur) if e.mode == "replace" else cur + vals
+        else:  # [batch, k] or [k] -> broadcast over positions and width
+            w = e.weight.to(dtype=cur.dtype, device=cur.device)
+            w = w[:, None, :, None] if w.dim() == 2 else w[None, None, :, None]
+            new = torch.lerp(cur, vals.expand_as(cur), w) if e.mode == "replace" else cur + w * vals
         if e.select is not None:
             new = torch.where(e.select[:, None, :, None].to(cur.device), new, cur)
         block[:, :, e.heads] = new
