@@ -9,15 +9,23 @@ cmaes verbs (``ask`` / ``tell`` / ``should_stop``) and the caller owns the loop:
         strategy.tell(masks, losses)        # losses are ALWAYS minimized
     final = strategy.result()               # StrategyResult
 
+Gradient strategies (``needs_gradients = True``: ``attribution``, ``gradient``) may also ask
+for *weights*: ``ask()`` returns ``FloatTensor[B, n_sites]`` in ``[0, 1]`` (a relaxed patch,
+see :mod:`nnvtv.relaxed`), the caller scores them with
+``objective.value_and_grad(weights) -> (FloatTensor[B], FloatTensor[B, n_sites])`` and calls
+``strategy.tell(weights, losses, grads)``. A boolean ask keeps meaning exact patched forwards.
+One weight row costs 3 forward-pass equivalents (a forward and a backward, 1 + 2).
+
 :func:`nnvtv.search.run_search` is that loop with a budget, a sparsity penalty, held-out
-evaluation and history. Strategies never see a model: only masks in, losses out.
+evaluation and history. Strategies never see a model: only masks (or weights) in, losses
+(and gradients) out.
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
@@ -25,12 +33,16 @@ from nnvtv.checks import int_at_least, positive_int
 from nnvtv.errors import ObjectiveError, ShapeMismatchError, StrategyStateError
 
 __all__ = [
+    "GRADIENT_ROW_COST",
     "BaseStrategy",
     "ObjectiveError",
     "Strategy",
     "StrategyResult",
     "StrategyStateError",
 ]
+
+#: forward-pass equivalents of one weight row scored with gradients: forward 1 + backward 2
+GRADIENT_ROW_COST = 3
 
 
 @dataclass
@@ -58,8 +70,18 @@ class Strategy(Protocol):
     ``FloatTensor[B]`` losses (lower is better) and must not modify the caller's tensors.
     ``result()`` may be called at any time (e.g. when the budget ran out mid-search).
 
-    Optional: ``current_probabilities() -> FloatTensor[n_sites] | None``; when present,
-    :func:`~nnvtv.search.run_search` logs its mean per step (``SearchStep.p_mean``).
+    Optional:
+
+    * ``current_probabilities() -> FloatTensor[n_sites] | None``; when present,
+      :func:`~nnvtv.search.run_search` logs its mean per step (``SearchStep.p_mean``).
+    * ``needs_gradients: bool`` (class attribute); when true, ``ask()`` may return
+      ``FloatTensor[B, n_sites]`` weights in ``[0, 1]``, each row costing 3 forward-pass
+      equivalents, and ``tell(weights, losses, grads)`` then also gets ``FloatTensor[B,
+      n_sites]`` gradients of the losses with respect to the weights. The objective must offer
+      ``value_and_grad``; :func:`~nnvtv.search.run_search` refuses a plain function.
+    * ``plan_budget(budget: int) -> None``; called once before the first ``ask()`` with the
+      budget in forward-pass equivalents, so a strategy can split it into phases (e.g. train,
+      then check with exact forwards).
     """
 
     @property
@@ -103,7 +125,12 @@ class BaseStrategy(abc.ABC):
 
     Subclasses implement ``population_size``, ``ask``, ``tell``, ``result`` and may override
     ``should_stop`` (default: never) and ``current_probabilities`` (default: ``None``).
+    Gradient strategies set ``needs_gradients = True`` and validate what ``tell`` gets for a
+    weight ask with :meth:`_check_tell_grads`.
     """
+
+    #: whether ``ask()`` may return float weights scored with gradients (see :class:`Strategy`)
+    needs_gradients: ClassVar[bool] = False
 
     def __init__(self, n_sites: int, *, seed: int = 0) -> None:
         positive_int("n_sites", n_sites)
@@ -155,9 +182,83 @@ class BaseStrategy(abc.ABC):
     # -- helpers -------------------------------------------------------------------------------
 
     def _remember(self, masks: torch.Tensor) -> torch.Tensor:
-        """Record the batch an ``ask`` hands out; return a copy for the caller."""
-        self._pending = masks.detach().to(torch.bool).clone()
+        """Record the batch an ``ask`` hands out; return a copy for the caller.
+
+        Floating-point input is kept as weights (``float32``; a gradient ask), anything else
+        becomes a ``torch.bool`` mask.
+        """
+        x = masks.detach()
+        self._pending = x.to(torch.float32).clone() if x.is_floating_point() else x.to(torch.bool).clone()
         return self._pending.clone()
+
+    def _check_losses(self, batch: int, losses: torch.Tensor) -> torch.Tensor:
+        losses = torch.as_tensor(losses)
+        if losses.ndim != 1 or losses.shape[0] != batch:
+            raise ShapeMismatchError(
+                f"tell() expects one loss per mask: losses of shape [{batch}], "
+                f"got {tuple(losses.shape)}"
+            )
+        losses = losses.detach().to("cpu", torch.float64).clone()
+        if not bool(torch.isfinite(losses).all()):
+            bad = int((~torch.isfinite(losses)).sum())
+            raise ObjectiveError(
+                f"{bad} of {losses.numel()} losses are NaN or infinite; the objective must return "
+                "finite losses (check the metric, e.g. an empty prediction or a log(0))"
+            )
+        return losses
+
+    def _check_tell_grads(
+        self, weights: torch.Tensor, losses: torch.Tensor, grads: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Validate ``tell`` input for a weight ask; return private copies
+        ``(float32[B, n], float64[B], float64[B, n])``.
+
+        ``weights`` must be exactly the last ``ask()`` (a ``FloatTensor``), ``grads`` one
+        finite gradient per weight. Clears the pending batch.
+        """
+        name = type(self).__name__
+        if self._pending is None or not self._pending.is_floating_point():
+            asked = "nothing" if self._pending is None else "boolean masks"
+            raise StrategyStateError(
+                f"{name}.tell(weights, losses, grads) called but the last ask() handed out "
+                f"{asked}; tell() must answer the pending ask() exactly once"
+            )
+        if isinstance(weights, torch.Tensor) and not weights.is_floating_point():
+            raise StrategyStateError(
+                f"{name}.tell() got {weights.dtype} masks but the last ask() handed out weights; "
+                "answer a weight ask with tell(weights, losses, grads)"
+            )
+        if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != tuple(self._pending.shape):
+            shape = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__
+            raise ShapeMismatchError(
+                f"tell() expects the asked weights of shape {tuple(self._pending.shape)}, got {shape}"
+            )
+        losses = self._check_losses(weights.shape[0], losses)
+        if grads is None:
+            raise ObjectiveError(
+                f"{name} asked for weights and needs their gradients: call "
+                "tell(weights, losses, grads) with grads from objective.value_and_grad(weights)"
+            )
+        grads = torch.as_tensor(grads)
+        if tuple(grads.shape) != tuple(weights.shape):
+            raise ShapeMismatchError(
+                f"tell() expects one gradient per weight, shape {tuple(weights.shape)}; "
+                f"got {tuple(grads.shape)}"
+            )
+        grads = grads.detach().to("cpu", torch.float64).clone()
+        if not bool(torch.isfinite(grads).all()):
+            raise ObjectiveError(
+                f"{int((~torch.isfinite(grads)).sum())} gradients are NaN or infinite; the "
+                "objective's loss must be differentiable and finite"
+            )
+        weights = weights.detach().to("cpu", torch.float32)
+        if not torch.equal(weights, self._pending):
+            raise StrategyStateError(
+                f"{name}.tell() got weights that differ from the last ask(); pass the asked "
+                "weights unchanged, in the same order"
+            )
+        self._pending = None
+        return weights.clone(), losses, grads
 
     def _check_tell(
         self, masks: torch.Tensor, losses: torch.Tensor
@@ -181,18 +282,16 @@ class BaseStrategy(abc.ABC):
             raise ShapeMismatchError(
                 f"tell() expects masks of shape [B, {self._n_sites}] (BoolTensor), got {shape}"
             )
-        losses = torch.as_tensor(losses)
-        if losses.ndim != 1 or losses.shape[0] != masks.shape[0]:
-            raise ShapeMismatchError(
-                f"tell() expects one loss per mask: losses of shape [{masks.shape[0]}], "
-                f"got {tuple(losses.shape)}"
+        losses = self._check_losses(masks.shape[0], losses)
+        if self._pending.is_floating_point():
+            raise StrategyStateError(
+                f"{type(self).__name__}.tell() got masks but the last ask() handed out weights; "
+                "answer a weight ask with tell(weights, losses, grads)"
             )
-        losses = losses.detach().to("cpu", torch.float64).clone()
-        if not bool(torch.isfinite(losses).all()):
-            bad = int((~torch.isfinite(losses)).sum())
-            raise ObjectiveError(
-                f"{bad} of {losses.numel()} losses are NaN or infinite; the objective must return "
-                "finite losses (check the metric, e.g. an empty prediction or a log(0))"
+        if masks.is_floating_point():
+            raise StrategyStateError(
+                f"{type(self).__name__}.tell() got {masks.dtype} weights but the last ask() handed "
+                "out boolean masks (exact forwards); pass the asked masks unchanged"
             )
         masks = masks.detach().to("cpu", torch.bool)
         if masks.shape != self._pending.shape or not torch.equal(masks, self._pending):

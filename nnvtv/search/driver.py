@@ -1,4 +1,9 @@
-"""``run_search``: the ask/tell loop with a forward-pass budget, sparsity and held-out scoring."""
+"""``run_search``: the ask/tell loop with a forward-pass budget, sparsity and held-out scoring.
+
+The budget is counted in forward-pass equivalents: a boolean mask row (one exact patched
+forward of the training queries) costs 1, a weight row of a gradient strategy (a relaxed
+forward and its backward, see :mod:`nnvtv.relaxed`) costs :data:`GRADIENT_ROW_COST` = 3.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,17 @@ from typing import Any
 import torch
 
 from nnvtv.checks import number_in, positive_int
-from nnvtv.errors import ConfigError, DTypeMismatchError, ShapeMismatchError
+from nnvtv.errors import ConfigError
 
-from ._protocol import ObjectiveError, Strategy
+from ._checks import check_grads, check_losses, check_masks, no_gradients_error
+from ._protocol import GRADIENT_ROW_COST, ObjectiveError, Strategy
 from ._registry import get_strategy, strategy_name
 
-__all__ = ["SearchProgress", "SearchRun", "SearchStep", "run_search"]
+__all__ = ["GRADIENT_ROW_COST", "SearchProgress", "SearchRun", "SearchStep", "run_search"]
 
+#: ``masks: BoolTensor[B, n_sites] -> FloatTensor[B]``; an object whose
+#: ``value_and_grad(weights: FloatTensor[B, n_sites]) -> (FloatTensor[B], FloatTensor[B, n_sites])``
+#: also scores relaxed weights with gradients (e.g. :class:`nnvtv.objective.MaskObjective`)
 Objective = Callable[[torch.Tensor], torch.Tensor]
 Heldout = Callable[[torch.Tensor], float]
 
@@ -27,6 +36,8 @@ _POPULATION_HINTS = {
     "greedy": "candidates= or batch_size=",
     "cmaes": "population_size=",
     "ranking": "batch_size=",
+    "attribution": "batch_size=",
+    "gradient": "samples=",
 }
 
 
@@ -36,8 +47,8 @@ class SearchProgress:
 
     Attributes:
         step: steps done (one step = one ``ask``/``tell``).
-        forward_passes: objective rows spent so far.
-        budget: the forward-pass budget.
+        forward_passes: forward-pass equivalents spent so far (gradient rows count 3).
+        budget: the budget in forward-pass equivalents.
         best_loss: lowest penalised loss seen (``inf`` before the first step).
         best_heldout: held-out score of the best mask at its last evaluation, or ``None``.
         n_sites: number of sites in the best mask.
@@ -57,12 +68,17 @@ class SearchStep:
 
     Attributes:
         step: 1-based step index.
-        forward_passes: cumulative objective rows after this step.
-        loss: mean penalised loss of this step's batch.
-        best_loss: lowest penalised loss seen so far.
+        forward_passes: cumulative forward-pass equivalents after this step (an exact mask row
+            is 1, a gradient row 3).
+        loss: mean penalised loss of this step's batch (relaxed losses for a gradient step).
+        best_loss: lowest penalised loss of an exactly evaluated mask so far.
         n_sites: number of sites in the best mask so far.
         heldout: held-out score of the best mask if evaluated at this step, else ``None``.
-        p_mean: mean per-site selection probability (reinforce, cmaes), else ``None``.
+        p_mean: mean per-site selection probability (reinforce, cmaes, gradient), else ``None``.
+        kind: ``"exact"`` (boolean masks, patched forwards) or ``"gradient"`` (weights scored
+            with gradients).
+        gradient_rows: cumulative weight rows scored with gradients.
+        wall_time: seconds since the search started, after this step.
     """
 
     step: int
@@ -72,6 +88,9 @@ class SearchStep:
     n_sites: int
     heldout: float | None = None
     p_mean: float | None = None
+    kind: str = "exact"
+    gradient_rows: int = 0
+    wall_time: float = 0.0
 
 
 @dataclass
@@ -84,7 +103,8 @@ class SearchRun:
         best_loss: its penalised loss (``inf`` if nothing was evaluated).
         probabilities: ``FloatTensor[n_sites]`` from the strategy's result, or ``None``.
         history: one :class:`SearchStep` per step.
-        forward_passes: objective rows spent, exactly (never more than ``budget``).
+        forward_passes: forward-pass equivalents spent, exactly (never more than ``budget``):
+            ``exact_rows + GRADIENT_ROW_COST * gradient_rows``.
         heldout_evaluations: calls of ``heldout`` (not part of the budget).
         heldout: held-out score of ``mask`` (if ``heldout`` was given).
         best_heldout: held-out score of ``best_mask`` (if ``heldout`` was given).
@@ -92,6 +112,8 @@ class SearchRun:
         strategy: strategy name; seed, budget: as given.
         stop_reason: ``"budget"`` (next batch would not fit) or ``"strategy"`` (should_stop).
         extra: the strategy result's ``extra``.
+        exact_rows: boolean mask rows scored (exact patched forwards, 1 equivalent each).
+        gradient_rows: weight rows scored with gradients (3 equivalents each).
     """
 
     mask: torch.Tensor
@@ -109,39 +131,27 @@ class SearchRun:
     budget: int
     stop_reason: str
     extra: dict[str, Any] = field(default_factory=dict)
+    exact_rows: int = 0
+    gradient_rows: int = 0
 
 
-def _check_masks(masks: Any, n_sites: int, population: int, name: str) -> torch.Tensor:
-    if not isinstance(masks, torch.Tensor):
-        raise ShapeMismatchError(
-            f"{name}.ask() must return a BoolTensor, got {type(masks).__name__}"
+def _resolve_strategy(strategy: str | Strategy, n_sites: int, seed: int, options: dict[str, Any]) -> tuple[Strategy, str]:
+    if isinstance(strategy, str):
+        return get_strategy(strategy, n_sites, seed=seed, **options), strategy
+    if not isinstance(strategy, Strategy):
+        raise ConfigError(
+            f"strategy must be a registered name or a Strategy instance, got {strategy!r}"
         )
-    if masks.dtype != torch.bool:
-        raise DTypeMismatchError(f"{name}.ask() must return a torch.bool tensor, got {masks.dtype}")
-    if masks.ndim != 2 or masks.shape[1] != n_sites or not 1 <= masks.shape[0] <= population:
-        raise ShapeMismatchError(
-            f"{name}.ask() must return masks of shape [B, {n_sites}] with 1 <= B <= "
-            f"population_size={population}, got {tuple(masks.shape)}"
+    if options:
+        raise ConfigError(
+            f"strategy options {sorted(options)} only apply when the strategy is "
+            "given by name; set them on the instance you passed"
         )
-    return masks
-
-
-def _check_losses(losses: Any, batch: int) -> torch.Tensor:
-    if not isinstance(losses, torch.Tensor):
-        losses = torch.as_tensor(losses)
-    if not losses.is_floating_point():
-        losses = losses.to(torch.float64)
-    if losses.shape != (batch,):
-        raise ShapeMismatchError(
-            f"objective must return one loss per mask, shape [{batch}]; got {tuple(losses.shape)}"
+    if strategy.n_sites != n_sites:
+        raise ConfigError(
+            f"strategy works on n_sites={strategy.n_sites} but run_search got n_sites={n_sites}"
         )
-    losses = losses.detach().to("cpu", torch.float64)
-    if not bool(torch.isfinite(losses).all()):
-        raise ObjectiveError(
-            f"objective returned {int((~torch.isfinite(losses)).sum())} non-finite losses of "
-            f"{batch}; losses must be finite (they are minimized)"
-        )
-    return losses
+    return strategy, strategy_name(strategy)
 
 
 def run_search(
@@ -161,15 +171,21 @@ def run_search(
 
     Args:
         objective: ``masks: BoolTensor[B, n_sites] -> FloatTensor[B]`` losses (minimized); each
-            row is one forward pass. It gets a copy of the strategy's masks.
+            row is one forward pass. It gets a copy of the strategy's masks. Gradient
+            strategies (``attribution``, ``gradient``) also need
+            ``objective.value_and_grad(weights: FloatTensor[B, n_sites]) -> (FloatTensor[B],
+            FloatTensor[B, n_sites])`` (e.g. :class:`nnvtv.objective.MaskObjective`); each
+            weight row costs :data:`GRADIENT_ROW_COST` forward-pass equivalents.
         n_sites: size of the site space.
-        strategy: a registered name (``reinforce``, ``greedy``, ``cmaes``, ``ranking``, ...) or
-            a :class:`~nnvtv.search.Strategy` instance (then ``seed`` is only recorded and
-            ``strategy_options`` must be empty).
-        budget: the most forward passes (objective rows) to spend; never exceeded: the search
-            stops when the next batch would not fit.
+        strategy: a registered name (``reinforce``, ``greedy``, ``cmaes``, ``ranking``,
+            ``attribution``, ``gradient``, ...) or a :class:`~nnvtv.search.Strategy` instance
+            (then ``seed`` is only recorded and ``strategy_options`` must be empty).
+        budget: the most forward-pass equivalents to spend; never exceeded: the search stops
+            when the next batch would not fit.
         seed: seed of the strategy; the same seed gives the same search.
-        sparsity: penalty per selected site added to every loss (``loss + sparsity * |mask|``).
+        sparsity: penalty per selected site added to every loss (``loss + sparsity * |mask|``;
+            for weights ``loss + sparsity * sum(w)``, and ``sparsity`` is added to every
+            gradient).
         heldout: ``BoolTensor[n_sites] -> float`` score of a mask on held-out data; evaluated on
             the best mask every ``eval_every`` steps and at the end, and on the final mask.
             Only reported, never used to select. Not counted in ``budget``.
@@ -178,30 +194,21 @@ def run_search(
         **strategy_options: keyword options of the named strategy (validated by name).
 
     Returns:
-        A :class:`SearchRun`.
+        A :class:`SearchRun`. Its best mask is the lowest-loss mask evaluated exactly: boolean
+        rows, and weight rows whose every weight is 0 or 1 (a relaxed patch at 0/1 is the
+        exact patched forward).
     """
     positive_int("n_sites", n_sites)
     positive_int("budget", budget)
     positive_int("eval_every", eval_every)
     number_in("sparsity", sparsity, low=0.0)
-    if isinstance(strategy, str):
-        name = strategy
-        strat = get_strategy(strategy, n_sites, seed=seed, **strategy_options)
-    else:
-        if not isinstance(strategy, Strategy):
-            raise ConfigError(
-                f"strategy must be a registered name or a Strategy instance, got {strategy!r}"
-            )
-        if strategy_options:
-            raise ConfigError(
-                f"strategy options {sorted(strategy_options)} only apply when the strategy is "
-                "given by name; set them on the instance you passed"
-            )
-        strat, name = strategy, strategy_name(strategy)
-        if strat.n_sites != n_sites:
-            raise ConfigError(
-                f"strategy works on n_sites={strat.n_sites} but run_search got n_sites={n_sites}"
-            )
+    strat, name = _resolve_strategy(strategy, n_sites, seed, strategy_options)
+    gradients = bool(getattr(strat, "needs_gradients", False))
+    value_and_grad = getattr(objective, "value_and_grad", None)
+    if gradients and not callable(value_and_grad):
+        raise no_gradients_error(name, objective)
+    if hasattr(strat, "plan_budget"):
+        strat.plan_budget(budget)
     population = int(strat.population_size)
     if population > budget:
         hint = _POPULATION_HINTS.get(name, "its population option")
@@ -213,7 +220,7 @@ def run_search(
 
     start = time.perf_counter()
     history: list[SearchStep] = []
-    forward_passes = 0
+    forward_passes = exact_rows = gradient_rows = 0
     heldout_evaluations = 0
     best_mask: torch.Tensor | None = None
     best_loss = math.inf
@@ -232,20 +239,49 @@ def run_search(
 
     step = 0
     while not strat.should_stop():
-        masks = _check_masks(strat.ask(), n_sites, population, name)
-        batch = masks.shape[0]
-        if forward_passes + batch > budget:
+        masks = check_masks(strat.ask(), n_sites, population, name, gradients)
+        batch, relaxed = masks.shape[0], masks.is_floating_point()
+        cost = batch * (GRADIENT_ROW_COST if relaxed else 1)
+        if forward_passes + cost > budget:
+            if step == 0 and relaxed:
+                hint = _POPULATION_HINTS.get(name, "its population option")
+                raise ConfigError(
+                    f"strategy {name!r} starts with {batch} gradient rows = {cost} forward-pass "
+                    f"equivalents ({GRADIENT_ROW_COST} per row: forward + backward) but the budget is "
+                    f"{budget}; raise budget to at least {cost} or lower the rows with {hint}"
+                )
             stop_reason = "budget"
             break
-        losses = _check_losses(objective(masks.clone()), batch)
-        forward_passes += batch
+        if relaxed:
+            weights = masks.to(torch.float32)
+            pair = value_and_grad(weights.clone())  # type: ignore[misc]
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise ObjectiveError(
+                    "objective.value_and_grad(weights) must return a (losses, grads) pair, got "
+                    f"{type(pair).__name__}"
+                )
+            losses = check_losses(pair[0], batch)
+            grads = check_grads(pair[1], (batch, n_sites))
+            gradient_rows += batch
+        else:
+            losses = check_losses(objective(masks.clone()), batch)
+            exact_rows += batch
+        forward_passes += cost
         if sparsity:
             losses = losses + sparsity * masks.sum(dim=1, dtype=torch.float64)
-        strat.tell(masks, losses)
+        if relaxed:
+            grads = grads + sparsity if sparsity else grads
+            strat.tell(weights, losses, grads)  # type: ignore[call-arg]
+            exact = ((masks == 0) | (masks == 1)).all(dim=1)  # 0/1 weights: exact forwards
+        else:
+            strat.tell(masks, losses)
+            exact = torch.ones(batch, dtype=torch.bool)
         step += 1
-        i = int(torch.argmin(losses))
-        if float(losses[i]) < best_loss:
-            best_loss, best_mask = float(losses[i]), masks[i].clone()
+        if bool(exact.any()):
+            keyed = torch.where(exact, losses, torch.full_like(losses, math.inf))
+            i = int(torch.argmin(keyed))
+            if float(keyed[i]) < best_loss:
+                best_loss, best_mask = float(keyed[i]), masks[i].detach().to(torch.bool).clone()
         evaluated: float | None = None
         if heldout is not None and best_mask is not None and step % eval_every == 0:
             evaluated = best_heldout = score_heldout(best_mask)
@@ -260,6 +296,9 @@ def run_search(
                 n_sites=n_best,
                 heldout=evaluated,
                 p_mean=float(probs.mean()) if probs is not None else None,
+                kind="gradient" if relaxed else "exact",
+                gradient_rows=gradient_rows,
+                wall_time=time.perf_counter() - start,
             )
         )
         if callback is not None:
@@ -294,4 +333,6 @@ def run_search(
         budget=budget,
         stop_reason=stop_reason,
         extra=dict(result.extra),
+        exact_rows=exact_rows,
+        gradient_rows=gradient_rows,
     )
