@@ -94,7 +94,7 @@ def test_unknown_strategy_name_lists_available_and_how_to_register():
     assert "Did you mean 'reinforce'" in msg
     assert "register_strategy" in msg
     assert isinstance(info.value, KeyError) and isinstance(info.value, NnvtvError)
-    with pytest.raises(UnknownStrategyError, match="(?i)available: cmaes, greedy"):
+    with pytest.raises(UnknownStrategyError, match="(?i)available: attribution, cmaes, gradient, greedy"):
         run_search(PlantedObjective(), N, "nope", budget=10)
 
 

@@ -3,7 +3,11 @@
 A search minimizes ``objective(masks: BoolTensor[B, n_sites]) -> FloatTensor[B]`` (one row =
 one patched forward pass) within a budget of forward passes. Strategies speak the cmaes verbs
 ``ask`` / ``tell`` / ``should_stop`` / ``result`` (:class:`Strategy`), always minimize, and
-never see a model. Built in: ``reinforce`` (Hojel et al.), ``greedy``, ``cmaes``, ``ranking``.
+never see a model. Built in: ``reinforce`` (Hojel et al.), ``greedy``, ``cmaes``, ``ranking``,
+and two gradient strategies that also ask for relaxed weights and their gradients (the
+objective must offer ``value_and_grad``, e.g. :class:`nnvtv.objective.MaskObjective`; one
+gradient row costs 3 forward-pass equivalents): ``attribution`` (attribution patching) and
+``gradient`` (hard-concrete gates trained by backpropagation).
 
 >>> import torch
 >>> from nnvtv.search import run_search
@@ -46,6 +50,7 @@ A custom strategy, registered by name (random search over masks of density ``p``
 from __future__ import annotations
 
 from ._protocol import (
+    GRADIENT_ROW_COST,
     BaseStrategy,
     ObjectiveError,
     Strategy,
@@ -53,16 +58,21 @@ from ._protocol import (
     StrategyStateError,
 )
 from ._registry import STRATEGIES, get_strategy, list_strategies, register_strategy, strategy_name
+from .attribution import Attribution
 from .cmaes import CMAES
 from .driver import SearchProgress, SearchRun, SearchStep, run_search
+from .gradient import Gradient
 from .greedy import Greedy
 from .ranking import Ranking
 from .reinforce import Reinforce
 
 __all__ = [
     "CMAES",
+    "GRADIENT_ROW_COST",
+    "Attribution",
     "STRATEGIES",
     "BaseStrategy",
+    "Gradient",
     "Greedy",
     "ObjectiveError",
     "Ranking",
