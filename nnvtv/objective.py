@@ -133,8 +133,9 @@ class MaskObjective:
             ``mean over queries of (mean_i - a_i) . dL/da_i``.
 
         Raises:
-            ObjectiveError: the loss does not depend differentiably on the weights (e.g. a
-                metric computed after an argmax or a threshold).
+            ObjectiveError: the loss does not depend differentiably on the weights (a metric
+                computed after an argmax or a threshold: no graph, or a gradient that is exactly
+                zero for every weight).
         """
         weights = check_weights(weights, self.n_sites)
         losses, grads = [], []
@@ -157,7 +158,15 @@ class MaskObjective:
             losses.append(loss.detach().float().cpu())
             grads.append((torch.zeros_like(w) if g is None else g).detach().float().cpu())
             self.gradient_rows += w.shape[0]
-        return torch.cat(losses), torch.cat(grads)
+        grad = torch.cat(grads)
+        if not bool(grad.any()):
+            raise ObjectiveError(
+                f"the loss's gradient with respect to all {grad.numel()} patch weights is exactly "
+                "zero: the loss is piecewise constant in the readout (rounded, quantised or "
+                "thresholded, e.g. uint8 pixels or a binarised IoU); gradient strategies need a "
+                "differentiable loss, e.g. cross-entropy on logits or MSE on raw pixels"
+            )
+        return torch.cat(losses), grad
 
     def __repr__(self) -> str:
         return (

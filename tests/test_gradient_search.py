@@ -310,6 +310,9 @@ def test_relaxed_inputs_are_checked_and_remote_gradients_refused(zoo, kit, token
     objective = MaskObjective(model, zs.data, means, space, lambda out: (out.argmax(-1) == 3).float())
     with pytest.raises(ObjectiveError, match="does not depend differentiably"):
         objective.value_and_grad(torch.zeros(1, n))
+    rounded = MaskObjective(model, zs.data, means, space, lambda out: torch.round(out * 0).mean(-1))
+    with pytest.raises(ObjectiveError, match="exactly zero: the loss is piecewise constant"):
+        rounded.value_and_grad(torch.zeros(2, n))
     remote = nnvtv.wrap(kit.FAMILIES["gpt2"].build(0), tokenizer, remote="local")
     remote_means = nnvtv.Means(dict(means.items()), count=means.count, fingerprint=remote.fingerprint)
     with pytest.raises(RemoteError, match="gradients through a remote trace"):

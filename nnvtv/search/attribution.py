@@ -81,7 +81,7 @@ class Attribution(BaseStrategy):
         self._k = k if k is not None else max(1, int(round(fraction * n_sites)))
         self._refine = (k is None) if refine is None else refine
         self._max_k = max(1, int(math.floor(max_fraction * n_sites)))
-        self._first = [s for s in _geometric(self._max_k)]
+        self._first = _geometric(self._max_k)
         self._batch_size = batch_size if batch_size is not None else len(self._first)
         self._estimates: torch.Tensor | None = None  # float64[n_sites]
         self._order: torch.Tensor | None = None  # LongTensor[n_sites], best first
