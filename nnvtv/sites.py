@@ -36,7 +36,8 @@ _SITE_RE = re.compile(
 class Site:
     """One patchable unit: a head output (``head`` set) or a residual stream (``head=None``).
 
-    Written as text: ``L3.H5@last``, ``enc.L12.H0@query``, ``L7@last`` (layer site).
+    Written as text: ``L3.H5@last``, ``enc.L12.H0@query``, ``L7@last`` (layer site); ``str``
+    and ``repr`` both give that short form, and :meth:`parse` reads it back.
     """
 
     layer: int
@@ -53,6 +54,9 @@ class Site:
         prefix = f"{self.stream}." if self.stream else ""
         head = "" if self.head is None else f".H{self.head}"
         return f"{prefix}L{self.layer}{head}@{self.group}"
+
+    def __repr__(self) -> str:
+        return str(self)
 
     @classmethod
     def parse(cls, text: str) -> Site:
