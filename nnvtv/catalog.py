@@ -43,7 +43,13 @@ class ModelEntry:
         default_task: task ``nnvtv find`` uses when none is given.
         modality: ``"text"`` or ``"image"``.
         source: where the weights come from (``"shipped"``, ``"package"`` ...).
-        defaults: default ``find`` options for this model (e.g. strategy options).
+        defaults: default ``find`` options for this model (``budget``, ``sparsity``,
+            ``strategy_options``).
+        max_shots: the most demonstrations the model was trained or documented to read in one
+            prompt (``None``: unknown); more gets a warning in the results, not an error.
+        tasks: the only registered tasks that suit the model (``None``: every task of its
+            modality that is not written for other models); ``nnvtv tasks --model NAME`` reads it
+            without loading the model.
     """
 
     name: str
@@ -53,6 +59,8 @@ class ModelEntry:
     modality: str = "text"
     source: str = "shipped"
     defaults: dict[str, Any] = field(default_factory=dict)
+    max_shots: int | None = None
+    tasks: tuple[str, ...] | None = None
 
 
 #: every named model, by catalogue name

@@ -67,6 +67,8 @@ PLUGIN: list[Any] = [
             modality="text",
             source="shipped",
             defaults={"budget": 2048},
+            max_shots=5,  # trained on prompts of 0..5 demonstrations (see its model card)
+            tasks=tuple(f"toy-{task}" for task in text_data.TOY_TASK_NAMES),  # its vocabulary: 32 symbols
         )
         for name in TOY_TEXT_MODELS
     ),

@@ -39,6 +39,8 @@ class TaskBatch:
     inputs: ModelInputs
     targets: torch.Tensor
     prompts: list[Any] = field(default_factory=list)
+    #: demonstrations left out of the prompts to fit the model's ``max_length`` (all rows together)
+    dropped_demos: int = 0
 
     def __len__(self) -> int:
         return self.inputs.batch_size
@@ -100,5 +102,44 @@ class Task(ABC):
     def score(self, readout: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-row task metric, shape ``[..., N]``."""
 
+    #: catalogue names of the models this task is written for (empty: any model of its modality)
+    models: tuple[str, ...] = ()
+
+    def max_shots(self, split: Split, *, train_queries: bool = True) -> int | None:
+        """The most demonstrations one ICL prompt can hold (``None``: no limit known).
+
+        ``train_queries``: the queries come from ``split.train`` (means, the search objective),
+        so a query is never its own demonstration; else they are held-out queries.
+        """
+        return None
+
+    def misfit(self, model: Model) -> str | None:
+        """Why this task cannot run on ``model`` (``None``: it can), checked before any forward.
+
+        The base check compares modalities (``model.io.modality``); subclasses add theirs (a
+        text task: whether the model's tokenizer can write its words).
+        """
+        return modality_problem(self, model.name, getattr(model.io, "modality", "") or "")
+
+    def to_dict(self) -> dict[str, Any] | None:
+        """Everything needed to rebuild this task (:func:`nnvtv.tasks.from_dict`), as JSON;
+        ``None``: the task cannot be written down (it is found again by name)."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+def modality_problem(task: Task, model_name: str, modality: str) -> str | None:
+    """Why ``task`` cannot run on a model that reads ``modality`` (``None``: same modality, or unknown)."""
+    if modality and modality != task.modality:
+        return f"task {task.name!r} is {_a(task.modality)} task and model {model_name!r} reads {_plural(modality)}"
+    return None
+
+
+def _plural(modality: str) -> str:
+    return {"image": "images"}.get(modality, modality)
+
+
+def _a(modality: str) -> str:
+    return {"text": "a text", "image": "an image"}.get(modality, f"a {modality!r}")

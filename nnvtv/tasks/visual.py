@@ -161,6 +161,10 @@ class VisualTask(Task):
             train = train[: self.n_train]
         return Split(train=tuple(train), test=tuple(range(n - self.n_test, n)))
 
+    def max_shots(self, split: Split, *, train_queries: bool = True) -> int | None:
+        """A 2 x 2 canvas holds exactly one example pair."""
+        return 1
+
     def with_demos(self, pool: Sequence[int]) -> VisualTask:
         """The same task with ICL demonstrations restricted to ``pool``."""
         t = VisualTask(self.name, self.source, metric=self.metric, n_test=self.n_test, n_train=self.n_train, description=self.description,
