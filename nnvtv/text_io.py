@@ -17,7 +17,21 @@ from nnvtv.errors import ConfigError, EmptyDataError, ShapeMismatchError
 from nnvtv.inputs import ModelInputs
 from nnvtv.model_io import ModelIO, SharedPrefix
 
-__all__ = ["TextIO", "last_token_index"]
+__all__ = ["TextIO", "last_token_index", "context_length"]
+
+#: config keys that give a causal LM's context length, tried in order
+CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length", "max_sequence_length")
+
+
+def context_length(module: torch.nn.Module) -> tuple[int, str] | None:
+    """``(tokens, config key)``: the longest input ``module``'s config allows, or ``None`` if it says nothing."""
+    cfg = getattr(module, "config", None)
+    cfg = getattr(cfg, "get_text_config", lambda: cfg)() if cfg is not None else None
+    for key in CONTEXT_KEYS:
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value, key
+    return None
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -44,10 +58,19 @@ class TextIO(ModelIO):
 
     Readout: next-token logits at the ``last`` position, ``[batch, vocab]``.
 
-    Options: ``max_length`` (truncate prompts), ``share_prefix`` (default ``True``: when
-    candidates patch only the ``last`` token, :func:`nnvtv.run_masks` runs every prompt's
-    prefix once and tiles only the last token over candidates, with the prefix's key/value
-    cache; set ``False`` for models whose forward takes no ``past_key_values``).
+    Options: ``max_length`` (the longest prompt, in tokens; see below), ``share_prefix``
+    (default ``True``: when candidates patch only the ``last`` token, :func:`nnvtv.run_masks`
+    runs every prompt's prefix once and tiles only the last token over candidates, with the
+    prefix's key/value cache; set ``False`` for models whose forward takes no ``past_key_values``).
+
+    Prompt length. A prompt longer than the model's context (its config's ``n_positions`` /
+    ``max_position_embeddings``) is refused before any forward, naming its length and the limit.
+    ``max_length`` never cuts tokens here: cutting on the right loses the query (``last`` then
+    points into a demonstration), and cutting on the left leaves half a demonstration whose
+    input has lost its output, and only the prompt's builder knows where demonstrations
+    end. So the task drops whole demonstrations, oldest first, until its prompt fits
+    (:meth:`nnvtv.tasks.WordPairTask.icl`, which records how many it dropped), and a prompt
+    that still reaches this I/O longer than ``max_length`` is refused.
     """
 
     modality = "text"
@@ -61,7 +84,18 @@ class TextIO(ModelIO):
         share_prefix: bool = True,
     ) -> None:
         super().__init__(module, tokenizer)
+        context = context_length(module)
+        if max_length is not None:
+            if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+                raise ConfigError(f"max_length must be an int >= 2 (tokens) or None, got {max_length!r}")
+            if context is not None and max_length > context[0]:
+                raise ConfigError(
+                    f"max_length={max_length} is longer than the model's context of {context[0]} tokens "
+                    f"(config {context[1]}); use max_length <= {context[0]} or leave it unset"
+                )
         self.max_length = max_length
+        #: ``(tokens, config key)`` of the model's context, or ``None`` when its config says nothing
+        self.context = context
         self.share_prefix = share_prefix
         self._forward_params = frozenset(inspect.signature(type(module).forward).parameters)
         if tokenizer is not None and getattr(tokenizer, "pad_token", "x") is None:
@@ -89,20 +123,17 @@ class TextIO(ModelIO):
                     "this model was wrapped without a tokenizer, so it takes token ids "
                     "(LongTensor [batch, seq]); pass tokenizer= to nnvtv.wrap to use strings"
                 )
-            enc = self.tokenizer(
-                texts,
-                return_tensors="pt",
-                padding=True,
-                truncation=self.max_length is not None,
-                max_length=self.max_length,
-            )
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True)
             ids, mask = enc["input_ids"], enc["attention_mask"]
+            self._check_length(mask, texts)
         if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int, torch.int32):
             raise ShapeMismatchError(
                 f"token ids must be an integer tensor [batch, seq], got {tuple(ids.shape)} {ids.dtype}"
             )
         if ids.shape[0] == 0 or ids.shape[1] == 0:
             raise EmptyDataError(f"empty batch of token ids: shape {tuple(ids.shape)}")
+        if isinstance(data, (torch.Tensor, Mapping)):
+            self._check_length(mask, None)
         last = last_token_index(mask)[:, None]
         kwargs = {"input_ids": ids.long(), "attention_mask": mask.long()}
         if "position_ids" in self._forward_params:
@@ -110,6 +141,27 @@ class TextIO(ModelIO):
             # embeddings as alone (GPT-2 and others otherwise number pads too).
             kwargs["position_ids"] = (mask.long().cumsum(1) - 1).clamp(min=0)
         return ModelInputs(kwargs=kwargs, positions={"": {"last": last}})
+
+    def _check_length(self, mask: torch.Tensor, texts: Sequence[str] | None) -> None:
+        """Refuse rows longer than ``max_length`` or the model's context, before any forward."""
+        lengths = mask.long().sum(1) if mask.dim() == 2 else None
+        if lengths is None or lengths.numel() == 0:
+            return
+        i = int(lengths.argmax())
+        n = int(lengths[i])
+        what = f"prompt {i} ({texts[i][:60]!r}{'...' if len(texts[i]) > 60 else ''})" if texts is not None else f"row {i} of the token ids"
+        if self.max_length is not None and n > self.max_length:
+            raise ConfigError(
+                f"{what} is {n} tokens, more than max_length={self.max_length}; nnvtv does not cut prompts "
+                "(that would lose the query or split a demonstration): task prompts drop whole demonstrations "
+                "to fit, so shorten this prompt or raise max_length"
+            )
+        if self.context is not None and n > self.context[0]:
+            raise ConfigError(
+                f"{what} is {n} tokens, but the model reads at most {self.context[0]} (config "
+                f"{self.context[1]}); use fewer shots or shorter examples, or set max_length= (e.g. "
+                f"nnvtv.wrap(..., max_length={self.context[0]})) to drop the oldest demonstrations to fit"
+            )
 
     def readout(self, output: Any, inputs: ModelInputs) -> torch.Tensor:
         logits = output.logits if hasattr(output, "logits") else output[0]
