@@ -2,7 +2,10 @@
 
 A directory holds ``task_vector.safetensors`` (one tensor per site, named like
 ``L1.H3@last``) and ``task_vector.json`` (model fingerprint, task, strategy, scores, the
-searched site space, mode). Applying a vector to a model whose fingerprint differs raises
+searched site space, mode, and, for a task that can write itself down such as a word-pair
+file, the task itself in ``task_data``: its pairs, options and content hash, so that
+``nnvtv evaluate --vector DIR`` re-evaluates it with no file and no registry entry; files
+written before that field existed still load, their task found by name). Applying a vector to a model whose fingerprint differs raises
 :class:`~nnvtv.errors.FingerprintMismatchError`.
 """
 
@@ -16,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nnvtv import store
-from nnvtv.errors import ShapeMismatchError
+from nnvtv.errors import ShapeMismatchError, UnknownTaskError
 from nnvtv.fingerprint import check_fingerprint
 from nnvtv.patching import MODES, Patch
 from nnvtv.sites import Site, SiteSpace
 
 if TYPE_CHECKING:
     from nnvtv.model import Model
+    from nnvtv.tasks import Task
 
 __all__ = ["TaskVector", "FORMAT", "check_applicable"]
 
@@ -58,6 +62,7 @@ SCHEMA = store.Schema(
         "scores": store.Field(store.ANY_DICT, default={}),
         "probabilities": store.Field(store.nullable(store.list_of(store.NUMBER)), default=None),
         "meta": store.Field(store.ANY_DICT, default={}),
+        "task_data": store.Field(store.nullable(store.ANY_DICT), default=None),
     },
     tensors=store.Tensors(listed_in="sites", ndim=2),  # one [positions_in_group, width] per site
     check=_consistent,
@@ -79,6 +84,8 @@ class TaskVector:
         scores: measured scores (zero-shot, ICL, task vector ...).
         probabilities: per-site selection probability over ``space`` (if the strategy has one).
         meta: everything else (shots, seed, budget, forward passes, means count ...).
+        task_data: the task written down (:meth:`nnvtv.tasks.Task.to_dict`: a word-pair task's
+            pairs, options, source file and hash), or ``None`` when it is found by name.
     """
 
     values: dict[Site, torch.Tensor]
@@ -91,6 +98,7 @@ class TaskVector:
     scores: dict[str, Any] = field(default_factory=dict)
     probabilities: list[float] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    task_data: dict[str, Any] | None = None
 
     @property
     def sites(self) -> list[Site]:
@@ -107,6 +115,27 @@ class TaskVector:
 
     def __len__(self) -> int:
         return len(self.values)
+
+    def task_object(self) -> Task:
+        """The task this vector was found on: rebuilt from :attr:`task_data` when it was saved
+        with it, else the registered task of that name.
+
+        Raises:
+            UnknownTaskError: no task data and no registered task of that name (the message
+                says to give the task explicitly).
+            ConfigError: the saved task data is damaged.
+        """
+        from nnvtv import tasks
+
+        if self.task_data is not None:
+            return tasks.from_dict(self.task_data, where=f"the task saved with task vector ({self.task!r})")
+        if self.task in tasks.TASKS:
+            return tasks.get(self.task)
+        raise UnknownTaskError(
+            f"this task vector was found on task {self.task!r}, which is not registered here, and it was saved "
+            "without the task's data (older nnvtv, or a task that cannot be written down); give the task: "
+            "`nnvtv evaluate --vector DIR --task NAME_OR_FILE` or nnvtv.evaluate(model, task, vector)"
+        )
 
     def patch(self) -> Patch:
         return Patch(dict(self.values), mode=self.mode)
@@ -148,6 +177,7 @@ class TaskVector:
             "scores": self.scores,
             "probabilities": self.probabilities,
             "meta": self.meta,
+            "task_data": self.task_data,
         }
         tensors = {str(s): v.detach().to(torch.float32) for s, v in self.values.items()}
         store.save(d / STEM, SCHEMA, info, tensors)
@@ -176,6 +206,7 @@ class TaskVector:
             scores=info["scores"],
             probabilities=info["probabilities"],
             meta=info["meta"],
+            task_data=info["task_data"],
         )
 
     def __repr__(self) -> str:
