@@ -9,12 +9,15 @@ numbers (``True`` is an ``int`` to Python, but ``budget=True`` is a mistake).
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from nnvtv.errors import ConfigError
 
-__all__ = ["choice", "int_at_least", "int_in", "number_in", "positive_int"]
+__all__ = ["choice", "int_at_least", "int_in", "number_in", "positive_int", "writable_folder"]
 
 T = TypeVar("T")
 
@@ -89,3 +92,31 @@ def choice(name: str, value: T, choices: Iterable[T]) -> T:
     if value not in options:
         raise ConfigError(f"{name} must be one of {', '.join(map(repr, options))}; got {_given(value)}")
     return value
+
+
+def writable_folder(name: str, path: Any) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if it is a folder that can be written, or created.
+
+    Refused: a path that is a file (or has a file where a parent folder should be), and a
+    folder (or the nearest existing parent of a new one) where a file cannot be created; the
+    check creates and removes one empty temporary file there, so it is true for any user.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ConfigError(f"{name} must be a folder path, got {_given(path)}")
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{name} must be a folder, but {p} is a file; give a folder path (it is created if missing)")
+    existing = p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{name} {p}: {existing} is a file, so no folder can be made under it; give another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".nnvtv-write-check-")
+    except OSError as exc:
+        raise ConfigError(
+            f"{name} {p}: cannot write into {existing} ({exc.strerror or exc}); give a folder you can write"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    return p

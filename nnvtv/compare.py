@@ -31,8 +31,9 @@ from typing import Any
 import torch
 
 from nnvtv import catalog, store
+from nnvtv.checks import int_at_least, positive_int
 from nnvtv.errors import ConfigError, EmptyDataError, NnvtvError
-from nnvtv.find import Progress, SearchResult, find, score_batch
+from nnvtv.find import Progress, SearchResult, check_find, find, score_batch
 from nnvtv.model import Model
 from nnvtv.sites import Site
 from nnvtv.tasks import Task
@@ -314,11 +315,28 @@ def compare(
     """
     if isinstance(models, (str, Model)):
         models = [models]
+    models = list(models)
     if not models:
         raise ConfigError("compare needs at least one model, got none")
-    seeds = list(seeds)
+    bad = [m for m in models if not isinstance(m, (str, Model))]
+    if bad:
+        raise ConfigError(f"models must be catalogue names, local folders or nnvtv.Model objects; got {bad[0]!r} ({type(bad[0]).__name__})")
+    if isinstance(seeds, (str, int)):
+        raise ConfigError(f"seeds must be a list of ints >= 0 such as [0, 1], got {seeds!r}")
+    seeds = [int_at_least("seeds[]", s, 0) for s in seeds]
     if not seeds:
         raise ConfigError("compare needs at least one seed, got none")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be distinct (a repeated seed repeats the same run), got {seeds}")
+    positive_int("budget", budget, allow_none=True)
+    if not isinstance(transfer, bool):
+        raise ConfigError(f"transfer must be True or False, got {transfer!r}")
+    if isinstance(strategy, str):
+        from nnvtv.search import STRATEGIES
+
+        STRATEGIES.get(strategy)  # UnknownStrategyError listing them
+    if task is not None:
+        task = get_task(task)  # a bad name or file fails before any model loads
     loaded = [catalog.load(m, device=device, dtype=dtype) if isinstance(m, str) else m for m in models]
     if task is None:
         e = catalog.entry(loaded[0].name)
@@ -326,6 +344,9 @@ def compare(
             raise ConfigError(f"no default task for model {loaded[0].name!r}; pass task=")
         task = e.default_task
     task = get_task(task)
+    for model in loaded:  # every run's arguments and the task's fit, before the first search
+        for seed in seeds:
+            check_find(model, task, strategy=strategy, budget=budget, seed=seed, **find_options)
 
     runs: list[RunSummary] = []
     results: list[SearchResult] = []

@@ -22,6 +22,7 @@ import torch
 
 from nnvtv import catalog
 from nnvtv.activations import Means, mean_activations
+from nnvtv.checks import choice, int_at_least, number_in, positive_int
 from nnvtv.errors import ConfigError
 from nnvtv.model import Model
 from nnvtv.patching import MODES, run_masks
@@ -32,7 +33,7 @@ from nnvtv.tasks import get as get_task
 from nnvtv.tasks.base import cycle
 from nnvtv.vector import TaskVector
 
-__all__ = ["find", "SearchResult", "Progress", "evaluate", "Scores"]
+__all__ = ["find", "SearchResult", "Progress", "evaluate", "Scores", "check_find", "check_fit", "ICL_MARGIN", "ZERO_SHOT_SOLVED"]
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,26 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
+#: ICL must beat zero-shot by *more* than this for a task vector's score to mean something:
+#: 0.1 of the metric for higher-is-better metrics in [0, 1] (accuracy, IoU: 0.1 is under 2 of
+#: 16 held-out queries, within the noise of a few queries), and more than a 10% cut of the
+#: error for lower-is-better ones (MSE). At or below it, :attr:`Scores.warnings` says so.
+ICL_MARGIN = 0.1
+#: a higher-is-better zero-shot score at or above this means the model already does the task
+ZERO_SHOT_SOLVED = 0.9
+
+
 @dataclass
 class Scores:
-    """Held-out scores of one task on one model (task metric, e.g. accuracy)."""
+    """Held-out scores of one task on one model (task metric, e.g. accuracy).
+
+    Attributes:
+        metric: the task's metric; zero_shot, icl, task_vector: the held-out scores.
+        n_queries: held-out queries scored; shots: demonstrations per ICL prompt.
+        higher_is_better: the metric's direction (``False`` for MSE).
+        warnings: what makes these numbers hard to read (ICL no better than zero-shot, zero-shot
+            already solving the task, more shots than the model was made for ...), in words.
+    """
 
     metric: str
     zero_shot: float
@@ -58,6 +76,18 @@ class Scores:
     task_vector: float | None = None
     n_queries: int = 0
     shots: int = 0
+    higher_is_better: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def icl_gain(self) -> float:
+        """How much better ICL scores than zero-shot, in the metric's direction (positive: better)."""
+        return self.icl - self.zero_shot if self.higher_is_better else self.zero_shot - self.icl
+
+    @property
+    def has_gap(self) -> bool:
+        """ICL scores better than zero-shot at all (there is a gap for a task vector to close)."""
+        return self.icl_gain > 0
 
     @property
     def fraction_of_icl(self) -> float | None:
@@ -69,8 +99,9 @@ class Scores:
     @property
     def gap_closed(self) -> float | None:
         """``(task vector - zero-shot) / (ICL - zero-shot)``: the share of the ICL gain the task
-        vector recovers, meaningful for lower-is-better metrics (MSE) too; ``None`` if undefined."""
-        if self.task_vector is None or self.icl == self.zero_shot:
+        vector recovers, meaningful for lower-is-better metrics (MSE) too; ``None`` when there is
+        no task vector or no gap (ICL no better than zero-shot)."""
+        if self.task_vector is None or not self.has_gap:
             return None
         return (self.task_vector - self.zero_shot) / (self.icl - self.zero_shot)
 
@@ -84,7 +115,69 @@ class Scores:
             "gap_closed": self.gap_closed,
             "n_queries": self.n_queries,
             "shots": self.shots,
+            "higher_is_better": self.higher_is_better,
+            "warnings": list(self.warnings),
         }
+
+
+def score_warnings(scores: Scores) -> list[str]:
+    """What makes ``scores`` hard to read: ICL not clearly better than zero-shot (by
+    :data:`ICL_MARGIN`), or zero-shot already solving the task (:data:`ZERO_SHOT_SOLVED`)."""
+    out = []
+    zs, icl, m = scores.zero_shot, scores.icl, scores.metric
+    if scores.icl_gain <= 0:
+        out.append(
+            f"ICL ({scores.shots}-shot) scores no better than zero-shot ({icl:.3f} vs {zs:.3f} {m}): there is no gap "
+            "for a task vector to close, so its score says nothing about a task representation; check that the "
+            "task suits the model and the number of shots does too"
+        )
+    elif scores.higher_is_better and scores.icl_gain <= ICL_MARGIN + 1e-9:
+        out.append(
+            f"ICL is not clearly better than zero-shot ({icl:.3f} vs {zs:.3f} {m}, a gain of no more than the "
+            f"{ICL_MARGIN} margin): the task vector has little to recover and its share of the gap is noise"
+        )
+    elif not scores.higher_is_better and icl >= (1 - ICL_MARGIN) * zs - 1e-12:
+        out.append(
+            f"ICL is not clearly better than zero-shot ({icl:.4g} vs {zs:.4g} {m}, less than a {ICL_MARGIN:.0%} cut): "
+            "the task vector has little to recover and its share of the gap is noise"
+        )
+    if scores.higher_is_better and zs >= ZERO_SHOT_SOLVED:
+        out.append(
+            f"zero-shot already scores {zs:.3f} {m}: the model does the task without demonstrations, so a task "
+            "vector has little to add"
+        )
+    return out
+
+
+def model_max_shots(model: Model) -> int | None:
+    """The most demonstrations ``model`` was made to read (its catalogue entry's ``max_shots``,
+    else ``model.meta["max_shots"]``), or ``None`` if unknown."""
+    entry = catalog.entry(model.name)
+    if entry is not None and entry.max_shots is not None:
+        return entry.max_shots
+    value = model.meta.get("max_shots")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _run_warnings(model: Model, task: Task, shots: int, dropped: int, n_prompts: int) -> list[str]:
+    """Warnings about the setup (not the scores): shots beyond the model's, demonstrations
+    dropped to fit ``max_length``, a task written for other models."""
+    out = []
+    top = model_max_shots(model)
+    if top is not None and shots > top:
+        out.append(
+            f"shots={shots} is more than {model.name} was made to read (at most {top} demonstrations, see its "
+            f"catalogue entry and model card): its ICL score is out of distribution; use shots <= {top}"
+        )
+    if dropped:
+        out.append(
+            f"{dropped} of {shots * n_prompts} demonstrations were dropped to fit max_length="
+            f"{getattr(model.io, 'max_length', None)}: ICL prompts hold fewer than {shots} shots"
+        )
+    models = tuple(getattr(task, "models", ()) or ())
+    if models and model.name not in models:
+        out.append(f"task {task.name!r} is written for {', '.join(models)}, not {model.name}")
+    return out
 
 
 @dataclass
@@ -101,6 +194,9 @@ class SearchResult:
         run: the raw :class:`~nnvtv.search.SearchRun`.
         means: the :class:`Means` the vector's values come from.
         timings: seconds per stage.
+        task: the :class:`Task` searched (a name or file given to :func:`find`, resolved).
+        warnings: what makes the result hard to read (the scores' warnings and the setup's:
+            more shots than the model was made for, demonstrations dropped ...), in words.
     """
 
     task_vector: TaskVector
@@ -112,6 +208,8 @@ class SearchResult:
     run: SearchRun
     means: Means
     timings: dict[str, float]
+    task: Task | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def n_sites(self) -> int:
@@ -124,6 +222,7 @@ class SearchResult:
             "task": self.task_vector.task,
             "strategy": self.task_vector.strategy,
             "scores": self.scores.as_dict(),
+            "warnings": list(self.warnings),
             "n_sites": self.n_sites,
             "total_sites": len(self.space),
             "sites": [str(s) for s in self.task_vector.sites],
@@ -143,30 +242,188 @@ def score_batch(model: Model, task: Task, batch: TaskBatch, patch: Any = None) -
     return float(task.score(out, batch.targets).mean())
 
 
+def _check_model(model: Any) -> Model:
+    if not isinstance(model, Model):
+        raise ConfigError(
+            f"model must be an nnvtv.Model (nnvtv.load(name) or nnvtv.wrap(module, tokenizer)) or a catalogue name, "
+            f"got {model!r} ({type(model).__name__})"
+        )
+    return model
+
+
+def check_fit(model: Model, task: Task) -> None:
+    """Raise :class:`ConfigError` unless ``task`` can run on ``model`` (modality, vocabulary ...):
+    the message says what does not fit and which tasks suit the model."""
+    from nnvtv.tasks import misfit_error
+
+    err = misfit_error(task, model)
+    if err is not None:
+        raise err
+
+
+def _check_shots(task: Task, split: Any, shots: int, *, train_queries: bool) -> None:
+    top = task.max_shots(split, train_queries=train_queries)
+    if top is not None and shots > top:
+        why = ""
+        if hasattr(task, "pairs"):
+            why = f" (it keeps {len(split.train)} pairs to learn from{', none of them the query' if train_queries else ''})"
+        raise ConfigError(f"shots={shots} is more than task {task.name!r} can put in one prompt: at most {top}{why}; use shots <= {top}")
+
+
 def evaluate(
     model: Model,
-    task: Task | str,
+    task: Task | str | None = None,
     vector: TaskVector | None = None,
     *,
     shots: int | None = None,
     seed: int = 0,
 ) -> Scores:
-    """Held-out zero-shot, ICL and (if given) task-vector scores of ``task`` on ``model``."""
+    """Held-out zero-shot, ICL and (if given) task-vector scores of ``task`` on ``model``.
+
+    Args:
+        model: a wrapped model.
+        task: a task, its name or a word-pair JSON file; default: the vector's own task
+            (:meth:`TaskVector.task_object`: rebuilt from the data saved with it, or by name).
+        vector: a task vector to score (found on this model: same fingerprint).
+        shots: demonstrations per ICL prompt (default: the task's); ``0`` makes the ICL row the
+            zero-shot prompt.
+        seed: seeds the split and the demonstrations.
+
+    Every argument, and whether the task fits the model, is checked before any forward pass.
+    The returned :attr:`Scores.warnings` say what makes the numbers hard to read.
+    """
+    model = _check_model(model)
+    if task is None:
+        if vector is None:
+            raise ConfigError("evaluate needs a task (a name, a word-pair JSON file or a Task) or a vector to take it from")
+        task = vector.task_object()
     task = get_task(task)
+    int_at_least("seed", seed, 0)
+    int_at_least("shots", shots, 0, allow_none=True)
+    if vector is not None and not isinstance(vector, TaskVector):
+        raise ConfigError(f"vector must be an nnvtv.TaskVector (TaskVector.load(DIR)), got {type(vector).__name__}")
+    check_fit(model, task)
     if vector is not None:
         vector.check_model(model)
     shots = shots if shots is not None else getattr(task, "default_shots", 5)
     split = task.split(seed)
+    _check_shots(task, split, shots, train_queries=False)
     zs = task.zero_shot(model, split.test)
     icl = task.icl(model, split.test, split.train, shots=shots, seed=seed + 1)
-    return Scores(
+    scores = Scores(
         metric=task.metric,
         zero_shot=score_batch(model, task, zs),
         icl=score_batch(model, task, icl),
         task_vector=None if vector is None else score_batch(model, task, zs, vector.patch()),
         n_queries=len(zs),
         shots=shots,
+        higher_is_better=bool(task.higher_is_better),
     )
+    scores.warnings = score_warnings(scores) + _run_warnings(model, task, shots, icl.dropped_demos, len(icl))
+    return scores
+
+
+@dataclass
+class _Plan:
+    """:func:`find`'s arguments, checked and resolved (defaults filled in)."""
+
+    task: Task
+    budget: int
+    sparsity: float
+    shots: int
+    space: SiteSpace
+    split: Any
+    strategy_options: dict[str, Any]
+
+
+def _prepare(
+    model: Model,
+    task: Task | str | None,
+    *,
+    strategy: Any,
+    budget: int | None,
+    seed: int,
+    shots: int | None,
+    sites: SiteSpace | str,
+    groups: Sequence[str] | None,
+    mode: str,
+    sparsity: float | None,
+    n_mean_prompts: int,
+    max_rows: int | None,
+    eval_every: int,
+    strategy_options: dict[str, Any],
+) -> _Plan:
+    """Every check :func:`find` makes before its first forward pass (see its docstring)."""
+    model = _check_model(model)
+    entry = catalog.entry(model.name)
+    defaults = dict(entry.defaults) if entry is not None else {}
+    # plain arguments first: cheap, and the message names the argument
+    int_at_least("seed", seed, 0)
+    positive_int("budget", budget, allow_none=True)
+    if isinstance(shots, int) and not isinstance(shots, bool) and shots == 0:
+        raise ConfigError(
+            "shots=0 asks for ICL prompts with no demonstrations, which are the zero-shot prompts: a task vector "
+            "is the mean over prompts *with* demonstrations; use shots >= 1 (or leave it unset for the task's default)"
+        )
+    positive_int("shots", shots, allow_none=True)
+    if sparsity is not None:
+        number_in("sparsity", sparsity, low=0.0)
+    choice("mode", mode, MODES)
+    positive_int("n_mean_prompts", n_mean_prompts)
+    positive_int("max_rows", max_rows, allow_none=True)
+    positive_int("eval_every", eval_every)
+    if not isinstance(sites, SiteSpace):
+        choice("sites", sites, ("head", "layer"))
+    if groups is not None and (isinstance(groups, str) or not all(isinstance(g, str) for g in groups)):
+        raise ConfigError(f"groups must be a list of group names such as ['last'], got {groups!r}")
+    if isinstance(strategy, str):
+        from nnvtv.search import STRATEGIES
+
+        if strategy not in STRATEGIES:
+            STRATEGIES.get(strategy)  # UnknownStrategyError listing them
+    # the task, and whether it fits this model
+    if task is None:
+        task = entry.default_task if entry is not None else None
+        if task is None:
+            raise ConfigError(f"model {model.name!r} has no catalogue entry, so no default task; pass task= (`nnvtv tasks --model {model.name}`)")
+    task = get_task(task)
+    check_fit(model, task)
+    budget = budget if budget is not None else int(defaults.get("budget", 4096))
+    sparsity = sparsity if sparsity is not None else float(defaults.get("sparsity", 0.0))
+    options = dict(strategy_options)
+    if isinstance(strategy, str):
+        for k, v in defaults.get("strategy_options", {}).get(strategy, {}).items():
+            options.setdefault(k, v)
+    shots = shots if shots is not None else int(defaults.get("shots", getattr(task, "default_shots", 5)))
+    split = task.split(seed)
+    _check_shots(task, split, shots, train_queries=True)
+    space = sites if isinstance(sites, SiteSpace) else model.sites(sites, groups=groups)
+    if len(space) == 0:
+        raise ConfigError(f"the site space is empty (sites={sites!r}, groups={groups!r}); model {model.name} has groups {model.groups}")
+    if isinstance(strategy, str):
+        from nnvtv.search import get_strategy
+
+        # build it once to check its options and its population against the budget
+        probe = get_strategy(strategy, len(space), seed=seed, **options)
+        population = int(probe.population_size)
+        if population > budget:
+            raise ConfigError(
+                f"budget={budget} is less than what strategy {strategy!r} spends in one step ({population} candidate "
+                f"site sets over {len(space)} sites); use budget >= {population} or a smaller population option"
+            )
+    return _Plan(task=task, budget=budget, sparsity=sparsity, shots=shots, space=space, split=split, strategy_options=options)
+
+
+def check_find(model: Model | str, task: Task | str | None = None, **options: Any) -> Task:
+    """Every check :func:`find` makes before its first forward pass, without running anything
+    (e.g. for each model of a comparison before the first search); returns the resolved task."""
+    if isinstance(model, str):
+        model = catalog.load(model)
+    keys = {"strategy": "reinforce", "budget": None, "seed": 0, "shots": None, "sites": "head", "groups": None, "mode": "replace",
+            "sparsity": None, "n_mean_prompts": 64, "max_rows": None, "eval_every": 10}  # fmt: skip
+    given = {k: options.pop(k, v) for k, v in keys.items()}
+    options.pop("progress", None)
+    return _prepare(model, task, strategy_options=options, **given).task
 
 
 def find(
@@ -191,12 +448,13 @@ def find(
 
     Args:
         model: a wrapped model or a catalogue name / local folder (``"toy-text"``).
-        task: a task or its name; default: the model's default task.
+        task: a task, its name or a word-pair JSON file; default: the model's default task.
         strategy: search strategy name (``reinforce``, ``greedy``, ``cmaes``, ``ranking``).
         budget: forward passes (candidate site sets) the search may spend; default from
             the model's catalogue entry, else 4096.
-        seed: seeds the split, the prompts and the search.
-        shots: demonstrations per ICL prompt (default: the task's).
+        seed: seeds the split, the prompts and the search (an int >= 0).
+        shots: demonstrations per ICL prompt, >= 1 (default: the task's); more than the model
+            was made for (its catalogue ``max_shots``) is allowed but warned about.
         sites: ``"head"`` or ``"layer"``, or an explicit :class:`SiteSpace`.
         groups: token groups to search over (default: every group).
         mode: ``"replace"`` (mean patching) or ``"add"``.
@@ -207,46 +465,47 @@ def find(
         eval_every: search steps between held-out evaluations of the best mask.
         progress: callback receiving :class:`Progress` events.
         **strategy_options: options of the strategy (validated by name).
+
+    Every argument, the task's fit to the model (modality, vocabulary), the shots the task can
+    hold and the strategy's options and population against the budget are checked before the
+    first forward pass; a bad one raises a :class:`~nnvtv.errors.NnvtvError` naming it. The
+    result's :attr:`SearchResult.warnings` say what makes its numbers hard to read.
     """
     t0 = time.perf_counter()
     if isinstance(model, str):
         model = catalog.load(model)
-    entry = catalog.entry(model.name)
-    defaults = dict(entry.defaults) if entry is not None else {}
-    if task is None:
-        task = entry.default_task if entry is not None else None
-        if task is None:
-            raise ConfigError(f"no default task for model {model.name!r}; pass task=")
-    task = get_task(task)
-    if mode not in MODES:
-        raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
-    budget = budget if budget is not None else int(defaults.get("budget", 4096))
-    sparsity = sparsity if sparsity is not None else float(defaults.get("sparsity", 0.0))
-    for k, v in defaults.get("strategy_options", {}).get(strategy, {}).items():
-        strategy_options.setdefault(k, v)
-    shots = shots if shots is not None else getattr(task, "default_shots", 5)
-    space = sites if isinstance(sites, SiteSpace) else model.sites(sites, groups=groups)
-    if len(space) == 0:
-        raise ConfigError("the site space is empty")
-    split = task.split(seed)
+    plan = _prepare(
+        model, task, strategy=strategy, budget=budget, seed=seed, shots=shots, sites=sites, groups=groups, mode=mode,
+        sparsity=sparsity, n_mean_prompts=n_mean_prompts, max_rows=max_rows, eval_every=eval_every,
+        strategy_options=strategy_options,
+    )  # fmt: skip
+    task, budget, sparsity, shots, space, split = plan.task, plan.budget, plan.sparsity, plan.shots, plan.space, plan.split
+    strategy_options = plan.strategy_options
     timings: dict[str, float] = {}
 
-    # 1. means over ICL prompts of train queries
+    # 1. means over ICL prompts of train queries (built, and their length checked, before any forward)
     t = time.perf_counter()
     icl_train = task.icl(model, cycle(split.train, n_mean_prompts, name="n_mean_prompts"), split.train, shots=shots, seed=seed)
+    zs_train = task.zero_shot(model, split.train)
+    zs_test = task.zero_shot(model, split.test)
+
     def mean_progress(done: int) -> None:
         if progress:
             progress(Progress("means", done, n_mean_prompts))
+
     means = mean_activations(
         model, icl_train.chunks(64), space, progress=mean_progress,
         meta={"task": task.name, "shots": shots, "n_prompts": n_mean_prompts, "seed": seed},
     )
+    bad = [s for s in space if not bool(torch.isfinite(means[s]).all())]
+    if bad:
+        raise ConfigError(
+            f"the mean activations of {len(bad)} site(s), e.g. {bad[0]}, hold NaN or infinite values: the model's "
+            f"forward overflows in {next(model.module.parameters()).dtype}; load it in float32 (dtype='float32')"
+        )
     timings["means"] = time.perf_counter() - t
 
     # 2. objective on train queries, held-out score on test queries
-    zs_train = task.zero_shot(model, split.train)
-    zs_test = task.zero_shot(model, split.test)
-
     def objective(masks: torch.Tensor) -> torch.Tensor:
         out = run_masks(model, zs_train.inputs, means, space, masks, mode=mode, max_rows=max_rows)
         return task.loss(out, zs_train.targets).mean(-1)
@@ -284,10 +543,14 @@ def find(
             "forward_passes": run.forward_passes, "n_mean_prompts": n_mean_prompts,
             "strategy_options": {k: v for k, v in strategy_options.items() if _is_plain(v)},
         },
+        task_data=task.to_dict(),
     )
     if progress:
         progress(Progress("evaluate", 0, 1))
     scores = evaluate(model, task, vector, shots=shots, seed=seed)
+    warnings = list(scores.warnings)
+    if icl_train.dropped_demos:
+        warnings += [w for w in _run_warnings(model, task, shots, icl_train.dropped_demos, len(icl_train)) if "dropped" in w and w not in warnings]
     vector.scores = scores.as_dict()
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
@@ -303,6 +566,8 @@ def find(
         run=run,
         means=means,
         timings=timings,
+        task=task,
+        warnings=warnings,
     )
 
 

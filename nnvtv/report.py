@@ -119,10 +119,12 @@ def results_table(result: SearchResult) -> Table:
     t.add_column(f"held-out {s.metric}", justify="right")
     t.add_row("zero-shot", f"{s.zero_shot:.3f}")
     t.add_row(f"ICL ({s.shots}-shot)", f"{s.icl:.3f}")
-    frac = f"  ({s.fraction_of_icl:.0%} of ICL)" if s.fraction_of_icl is not None else ""
+    frac = f"  ({s.fraction_of_icl:.0%} of ICL)" if s.fraction_of_icl is not None and s.has_gap else ""
     t.add_row("task vector", f"{s.task_vector:.3f}{frac}")
     if s.gap_closed is not None:
         t.add_row("gap closed", f"{s.gap_closed:.0%} of (ICL - zero-shot)")
+    else:  # never a share of a gap that is not there
+        t.add_row("gap closed", "n/a: ICL no better than zero-shot")
     t.add_section()
     t.add_row("sites", f"{result.n_sites} of {len(result.space)}")
     t.add_row("strategy", result.task_vector.strategy)
