@@ -3,11 +3,13 @@
 Data flows one way (DESIGN.md §3)::
 
     task.split(seed) -> ICL prompts on train queries -> mean_activations over the site space
-    -> zero-shot train batch -> objective(masks) = task loss of run_masks(...)   [budgeted]
+    -> zero-shot train batch -> MaskObjective: task loss of run_masks(...)   [budgeted]
     -> strategy search -> TaskVector -> held-out scores (zero-shot, ICL, task vector)
 
-"Forward passes" counts candidate site sets evaluated by the search: each is one patched
-forward of the training queries (``SearchResult.example_forwards`` counts prompt rows).
+"Forward passes" counts forward-pass equivalents spent by the search: an exact candidate site
+set is one patched forward of the training queries; a gradient strategy's weight row (relaxed
+patching, :mod:`nnvtv.relaxed`: a forward and a backward) counts 3
+(``SearchResult.example_forwards`` counts prompt rows in the same unit).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from nnvtv.activations import Means, mean_activations
 from nnvtv.checks import choice, int_at_least, number_in, positive_int
 from nnvtv.errors import ConfigError
 from nnvtv.model import Model
+from nnvtv.objective import MaskObjective
 from nnvtv.patching import MODES, run_masks
-from nnvtv.search import SearchRun, run_search
+from nnvtv.search import GRADIENT_ROW_COST, SearchRun, run_search
 from nnvtv.sites import SiteSpace
 from nnvtv.tasks import Task, TaskBatch
 from nnvtv.tasks import get as get_task
@@ -188,7 +191,8 @@ class SearchResult:
         task_vector: the found :class:`TaskVector` (sites + mean values + provenance).
         scores: held-out :class:`Scores`.
         history: the search history (one row per step).
-        forward_passes: candidate site sets evaluated (the budget unit).
+        forward_passes: forward-pass equivalents spent (the budget unit: an exact candidate
+            site set 1, a gradient row 3; ``run.exact_rows`` and ``run.gradient_rows`` count them).
         example_forwards: prompt rows run by the search (``forward_passes x train queries``).
         space: the searched :class:`SiteSpace`.
         run: the raw :class:`~nnvtv.search.SearchRun`.
@@ -227,6 +231,8 @@ class SearchResult:
             "total_sites": len(self.space),
             "sites": [str(s) for s in self.task_vector.sites],
             "forward_passes": self.forward_passes,
+            "exact_rows": self.run.exact_rows,
+            "gradient_rows": self.run.gradient_rows,
             "example_forwards": self.example_forwards,
             "budget": self.run.budget,
             "seed": self.run.seed,
@@ -405,11 +411,16 @@ def _prepare(
 
         # build it once to check its options and its population against the budget
         probe = get_strategy(strategy, len(space), seed=seed, **options)
+        if hasattr(probe, "plan_budget"):
+            probe.plan_budget(budget)  # a gradient strategy says when the budget pays for no step
         population = int(probe.population_size)
+        if getattr(probe, "needs_gradients", False):
+            population = max(population, GRADIENT_ROW_COST)  # its first step: one gradient row or more
         if population > budget:
             raise ConfigError(
-                f"budget={budget} is less than what strategy {strategy!r} spends in one step ({population} candidate "
-                f"site sets over {len(space)} sites); use budget >= {population} or a smaller population option"
+                f"budget={budget} is less than what strategy {strategy!r} spends in one step ({population} forward-pass "
+                f"equivalents: candidate site sets, or gradient rows at {GRADIENT_ROW_COST} each, over {len(space)} sites); "
+                f"use budget >= {population} or a smaller population option"
             )
     return _Plan(task=task, budget=budget, sparsity=sparsity, shots=shots, space=space, split=split, strategy_options=options)
 
@@ -449,8 +460,11 @@ def find(
     Args:
         model: a wrapped model or a catalogue name / local folder (``"toy-text"``).
         task: a task, its name or a word-pair JSON file; default: the model's default task.
-        strategy: search strategy name (``reinforce``, ``greedy``, ``cmaes``, ``ranking``).
-        budget: forward passes (candidate site sets) the search may spend; default from
+        strategy: search strategy name (``reinforce``, ``greedy``, ``cmaes``, ``ranking``, and
+            the gradient strategies ``attribution`` and ``gradient``, which need a
+            differentiable task loss).
+        budget: forward-pass equivalents the search may spend (an exact candidate site set 1,
+            a gradient row 3); default from
             the model's catalogue entry, else 4096.
         seed: seeds the split, the prompts and the search (an int >= 0).
         shots: demonstrations per ICL prompt, >= 1 (default: the task's); more than the model
@@ -506,9 +520,7 @@ def find(
     timings["means"] = time.perf_counter() - t
 
     # 2. objective on train queries, held-out score on test queries
-    def objective(masks: torch.Tensor) -> torch.Tensor:
-        out = run_masks(model, zs_train.inputs, means, space, masks, mode=mode, max_rows=max_rows)
-        return task.loss(out, zs_train.targets).mean(-1)
+    objective = MaskObjective(model, zs_train.inputs, means, space, lambda out: task.loss(out, zs_train.targets), mode=mode, max_rows=max_rows)
 
     def heldout(mask: torch.Tensor) -> float:
         out = run_masks(model, zs_test.inputs, means, space, mask[None], mode=mode, max_rows=max_rows)

@@ -397,3 +397,31 @@ def test_any_space_size(name, n):
     assert run.mask.shape == (n,) and run.mask.dtype == torch.bool and run.forward_passes <= 200
     if name == "attribution" or n < 300:  # 200 equivalents train 16 gradient steps: not all 300
         assert torch.equal(run.mask, torch.arange(n) % 3 == 0)
+
+
+# -- find and the command line ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("strategy", "budget"), [("attribution", 64), ("gradient", 40)])
+def test_cli_find_with_a_gradient_strategy(strategy, budget):
+    import json
+
+    from typer.testing import CliRunner
+
+    from nnvtv.cli import app
+
+    res = CliRunner().invoke(app, ["find", "--strategy", strategy, "--budget", str(budget), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["strategy"] == strategy and data["n_sites"] >= 1
+    assert data["forward_passes"] == data["exact_rows"] + GRADIENT_ROW_COST * data["gradient_rows"] <= budget
+    assert data["gradient_rows"] >= 1
+    assert data["scores"]["task_vector"] >= 0.85 * data["scores"]["icl"]  # measured 1.0 of 1.0 on toy-perm_c
+    assert {h["kind"] for h in data["history"]} == {"gradient", "exact"}
+
+
+def test_find_refuses_a_budget_a_gradient_strategy_cannot_use_before_any_forward():
+    with pytest.raises(ConfigError, match=r"'gradient' needs at least 16 forward-pass equivalents"):
+        nnvtv.find("toy-text", strategy="gradient", budget=15)
+    with pytest.raises(ConfigError, match=r"budget=2 is less than what strategy 'attribution' spends in one step \(3"):
+        nnvtv.find("toy-text", strategy="attribution", budget=2)
