@@ -46,6 +46,7 @@ from .card import (
     one_shot_clearly_better,
     one_shot_gain,
 )
+from .catalog import TOY_READOUT
 from .checkpoint import save_checkpoint
 from .config import toy
 from .episodes import (
@@ -144,7 +145,7 @@ def train_mae(
     cross-entropy; ``None``: uniform."""
     params = [p for n, p in model.named_parameters() if not n.startswith("vae.") and p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05, betas=(0.9, 0.95))
-    m = nnvtv.wrap(model, adapter=MAE_VQGAN, validate=False)
+    m = nnvtv.wrap(model, adapter=MAE_VQGAN, validate=False, readout=TOY_READOUT)  # forward: answer logits [B, M, V]
     model.train()  # wrap puts the module in eval mode (the model has no dropout; train() keeps it honest)
     sites = tvp_sites(m, tvp_layer)
     target = layout(geometry, False)["target"]  # the answer patches, the same in both layouts
@@ -202,7 +203,7 @@ def train_mae(
 def evaluate_toy(model: MaeVqgan, *, seed: int = 0, n_mean_prompts: int = 64) -> dict[str, Any]:
     """Held-out zero-shot / one-shot scores of the four named tasks, and the gap closed by
     replacing every head output (all sites) with its ICL mean."""
-    m = nnvtv.wrap(model, adapter=MAE_VQGAN, name="toy-visual")
+    m = nnvtv.wrap(model, adapter=MAE_VQGAN, name="toy-visual", readout=TOY_READOUT)
     out: dict[str, Any] = {}
     for name in TASKS:
         task = get_task(name)
@@ -225,7 +226,7 @@ def evaluate_toy(model: MaeVqgan, *, seed: int = 0, n_mean_prompts: int = 64) ->
 def search_report(model: MaeVqgan, *, budget: int = 1024, seed: int = 0) -> dict[str, Any]:
     """REINFORCE search (``budget`` forward passes) per named task on the trained model: held-out
     zero-shot / one-shot / task-vector scores, gap closed, sites, and seconds."""
-    m = nnvtv.wrap(model, adapter=MAE_VQGAN, name="toy-visual")
+    m = nnvtv.wrap(model, adapter=MAE_VQGAN, name="toy-visual", readout=TOY_READOUT)
     out: dict[str, Any] = {"strategy": "reinforce", "budget": budget, "seed": seed, "tasks": {}}
     for name in TASKS:
         t, c = time.perf_counter(), time.process_time()
