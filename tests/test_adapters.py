@@ -279,7 +279,7 @@ def test_registries_share_one_convention(isolated_registry):
             return dataclasses.replace(item, **{field: ("x",) if field == "model_types" else "x"})
         if isinstance(item, type):  # a strategy class
             return type("Other", (item,), {})
-        return nnvtv.tasks.WordPairTask(item.name, [("a", "b")] * 4)
+        return nnvtv.tasks.WordPairTask(item.name, [(f"a{i}", "b") for i in range(4)])  # inputs must differ
 
     registries = [isolated_registry, MODELS, TASKS, STRATEGIES, TRAINERS]
     for registry in registries:
