@@ -207,7 +207,7 @@ def test_patching_equals_raw_hook_reference(model, module):
     ]
     try:
         with torch.no_grad():
-            ref = model.io.render(module(**inputs.kwargs))
+            ref = model.io.readout(module(**inputs.kwargs), inputs)
     finally:
         for h in handles:
             h.remove()

@@ -9,11 +9,28 @@ decoder ``decoder_blocks.{i}``). Token groups (DESIGN §2, §5):
 
 ICL input = the full canvas with the answer quadrant masked (encoder ``1 + 147`` tokens,
 decoder ``1 + 196``); zero-shot input = the example quadrants *dropped from the sequence*
-(encoder ``1 + 49``, decoder ``1 + 98``), not blacked out. The readout renders the argmax
-codes of the answer quadrant with the VQGAN decoder and crops the answer cell:
-``[batch, 3, cell, cell]`` in ``[0, 1]`` (111 x 111 officially). Rendering only the answer
-quadrant's codes (not all 196 as the official demo does before pasting) keeps ICL and
-zero-shot outputs comparable and costs a quarter of the VQGAN decode.
+(encoder ``1 + 49``, decoder ``1 + 98``), not blacked out.
+
+Readout: the answer cell ``[batch, 3, cell, cell]`` in ``[0, 1]`` (111 x 111 officially), by
+one of two I/O options (``nnvtv.wrap(model, readout=...)``, ``nnvtv.load(name, readout=...)``):
+
+* ``"full"`` (default), the official evaluation (``evaluate/mae_utils.py`` of
+  amirbar/visual_prompting): the argmax code at *every* decoder slot, visible patches
+  included, is decoded by the VQGAN as one ``grid x grid`` code map, then the answer cell is
+  cropped. The VQGAN decoder attends over the whole code map and its GroupNorms pool over it,
+  so the answer's pixels depend on the other quadrants' codes. (The official code then pastes
+  the canvas on the visible patches; the answer cell lies inside the masked quadrant, since
+  its origin ``cell + gap`` is at least ``size / 2``, so that paste never reaches the crop.)
+  Zero-shot prompts have no codes for the dropped example quadrants: as the visual task
+  vectors code does (alhojel/visual_task_vectors, ``evaluate/mae_utils.py``,
+  ``decode_raw_predicion``: the 98 zero-shot codes are repeated, ``hstack([y, y])``, to fill
+  196), each missing patch takes the code predicted half a grid below it, so the code map's
+  top half repeats its bottom half (query and answer).
+* ``"answer"``: the answer quadrant's ``grid/2 x grid/2`` code block decoded on its own:
+  a quarter of the VQGAN work, and the model's forward only computes the answer's logits,
+  but not the official pixels (on random weights of the official config the answer cells of
+  the two readouts differ by about 0.1 on ``[0, 1]``; see tests/test_mae_vqgan_readout.py).
+  ``toy-visual`` was trained for this readout and pins it.
 """
 
 from __future__ import annotations
@@ -24,10 +41,25 @@ import torch
 
 from nnvtv.adapter import AdapterSpec, ModelIO, StreamSpec
 from nnvtv.canvas import CanvasGeometry, CanvasPrompts, normalize
-from nnvtv.errors import ShapeMismatchError
+from nnvtv.errors import ConfigError, ShapeMismatchError
 from nnvtv.inputs import ModelInputs
 
-__all__ = ["MAE_VQGAN", "MaeVqganIO", "geometry_of", "layout"]
+__all__ = ["MAE_VQGAN", "READOUTS", "MaeVqganIO", "check_readout", "fill_missing_codes", "geometry_of", "layout"]
+
+#: the readout options, default first: ``"full"`` (official: every code decoded as one grid)
+#: and ``"answer"`` (the answer quadrant's code block decoded on its own)
+READOUTS = ("full", "answer")
+
+
+def check_readout(readout: Any) -> str:
+    """``readout`` if it is one of :data:`READOUTS`, else a :class:`ConfigError` naming the choices."""
+    if not isinstance(readout, str) or readout not in READOUTS:
+        raise ConfigError(
+            f"readout={readout!r} is not a MAE-VQGAN readout; choose 'full' (the official evaluation: "
+            "every predicted code decoded by the VQGAN as one grid, answer cell cropped; the default) "
+            "or 'answer' (the answer quadrant's codes decoded on their own; faster, not the official pixels)"
+        )
+    return readout
 
 
 def geometry_of(module: torch.nn.Module) -> CanvasGeometry:
@@ -70,12 +102,19 @@ class MaeVqganIO(ModelIO):
 
     ``build`` takes :class:`~nnvtv.canvas.CanvasPrompts` (or a ``[B, 3, S, S]`` tensor in
     ``[0, 1]``, treated as ICL canvases). Readout: ``[batch, 3, cell, cell]`` in ``[0, 1]``.
+
+    Options:
+        readout: ``"full"`` (default; the model returns logits at every decoder slot,
+            ``[B, K + M, V]``, kwarg ``all_positions=True``) or ``"answer"`` (the model returns
+            the answer patches' logits ``[B, M, V]``); see the module docstring.
+            :meth:`answer_logits` gives ``[B, M, V]`` from either.
     """
 
     modality = "image"
 
-    def __init__(self, module: torch.nn.Module, tokenizer: Any = None) -> None:
+    def __init__(self, module: torch.nn.Module, tokenizer: Any = None, *, readout: str = "full") -> None:
         super().__init__(module, tokenizer)
+        self.readout_mode = check_readout(readout)
         self.geometry = geometry_of(module)
 
     def groups(self) -> dict[str, tuple[str, ...]]:
@@ -95,28 +134,91 @@ class MaeVqganIO(ModelIO):
             )
         b = len(data)
         lay = layout(self.geometry, data.zero_shot)
+        kwargs: dict[str, Any] = {
+            "imgs": normalize(data.pixels.float()),
+            "visible": _rows(lay["visible"], b),
+            "target": _rows(lay["target"], b),
+        }
+        if self.readout_mode == "full":
+            kwargs["all_positions"] = True
         return ModelInputs(
-            kwargs={
-                "imgs": normalize(data.pixels.float()),
-                "visible": _rows(lay["visible"], b),
-                "target": _rows(lay["target"], b),
-            },
+            kwargs=kwargs,
             positions={s: {g: _rows(p, b) for g, p in lay[s].items()} for s in ("enc", "dec")},
         )
 
     def readout(self, output: Any, inputs: ModelInputs) -> torch.Tensor:
-        return self.render(output)
+        """Model output -> answer cell ``[B, 3, cell, cell]`` in ``[0, 1]`` (by the ``readout`` option)."""
+        if self.readout_mode == "answer":
+            return self.render(output)
+        return self.render_full(output, inputs.kwargs["visible"], inputs.kwargs["target"])
 
     def render(self, logits: torch.Tensor) -> torch.Tensor:
-        """Answer-quadrant code logits ``[B, M, V]`` -> answer cell ``[B, 3, cell, cell]`` in ``[0, 1]``."""
+        """Answer-quadrant code logits ``[B, M, V]`` -> answer cell ``[B, 3, cell, cell]`` in ``[0, 1]``.
+
+        The ``"answer"`` readout: the ``grid/2 x grid/2`` code block decoded on its own.
+        """
         h = self.geometry.grid // 2
         codes = logits.argmax(-1).reshape(logits.shape[0], h, h)
         return self.geometry.crop_quadrant_block(self.module.render(codes))
+
+    def render_full(self, logits: torch.Tensor, visible: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Logits at every decoder slot ``[B, K + M, V]`` -> answer cell ``[B, 3, cell, cell]`` in ``[0, 1]``.
+
+        The ``"full"`` (official) readout: argmax at every slot, slots placed at their patches
+        (``visible``, ``target``: ``LongTensor [B, K]``, ``[B, M]``), patches without a slot
+        filled by :func:`fill_missing_codes`, the ``grid x grid`` code map decoded by the VQGAN
+        in one piece, the answer cell cropped.
+        """
+        g = self.geometry.grid
+        patches = torch.cat([visible, target], dim=1).sort(dim=1).values  # [B, K + M]: patch of each slot
+        if logits.dim() != 3 or logits.shape[:2] != patches.shape:
+            raise ShapeMismatchError(
+                f"the full readout needs logits at every decoder slot [batch={patches.shape[0]}, "
+                f"{patches.shape[1]}, vocab] (the model called with all_positions=True), got {tuple(logits.shape)}"
+            )
+        codes = fill_missing_codes(logits.argmax(-1), patches, g)  # [B, g * g]
+        return self.geometry.crop_answer(self.module.render(codes.reshape(-1, g, g)))
+
+    def answer_logits(self, output: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
+        """The answer patches' code logits ``[B, M, V]`` (target order) from the output of either readout."""
+        if not inputs.kwargs.get("all_positions", False):
+            return output
+        visible, target = inputs.kwargs["visible"], inputs.kwargs["target"]
+        order = torch.cat([visible, target], dim=1).argsort(dim=1).argsort(dim=1)  # slot of each patch
+        where = order[:, visible.shape[1] :]
+        return torch.gather(output, 1, where[..., None].expand(-1, -1, output.shape[-1]))
 
     def example(self, batch_size: int = 2) -> ModelInputs:
         g = torch.Generator().manual_seed(0)
         s = self.geometry.size
         return self.build(CanvasPrompts(torch.rand(batch_size, 3, s, s, generator=g), False, self.geometry))
+
+
+def fill_missing_codes(codes: torch.Tensor, patches: torch.Tensor, grid: int) -> torch.Tensor:
+    """Codes of some patches -> a full code map ``LongTensor [B, grid * grid]`` (raster order).
+
+    ``codes``, ``patches``: ``[B, L]`` (the code predicted at patch ``patches[b, j]``). A patch
+    with no code takes the code of the patch half a grid below it (rows wrap around). For the
+    zero-shot layout, whose slots are the bottom half (query and answer quadrants), the top half
+    thus repeats the bottom half, exactly as the visual task vectors code fills its 98 zero-shot
+    codes up to 196 (``torch.hstack([y, y])`` in ``decode_raw_predicion``).
+
+    Raises:
+        ShapeMismatchError: a patch and the one half a grid below it both lack a code.
+    """
+    n = grid * grid
+    full = torch.full((codes.shape[0], n), -1, dtype=codes.dtype, device=codes.device)
+    full.scatter_(1, patches, codes)
+    if patches.shape[1] == n:
+        return full
+    below = (torch.arange(n, device=codes.device) + (grid // 2) * grid) % n
+    full = torch.where(full < 0, full[:, below], full)
+    if bool((full < 0).any()):
+        raise ShapeMismatchError(
+            f"the full readout cannot fill a {grid} x {grid} code map from {patches.shape[1]} decoder slots: "
+            "a patch and the one half a grid below it both have no code (use readout='answer')"
+        )
+    return full
 
 
 _CONFIG_KEYS = dict(n_layers=("depth",), n_heads=("num_heads",), d_model=("embed_dim",))

@@ -12,18 +12,25 @@ from nnvtv.model import Model
 from nnvtv.toys import weights_folder
 from nnvtv.wrapping import wrap
 
-from .adapter import MAE_VQGAN
+from .adapter import MAE_VQGAN, check_readout
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ENV_VAR = "NNVTV_MAE_VQGAN_CHECKPOINT"
 VISUAL_TASKS = ("segmentation", "low-light", "inpainting", "colorization")
 RETRAIN = "nnvtv train-toy visual --out DIR"
+#: toy-visual's readout: its VQGAN was trained to decode the answer block alone (MODEL_CARD.md)
+TOY_READOUT = "answer"
 
 
-def load_mae_vqgan(checkpoint: str | os.PathLike[str] | None = None) -> Model:
-    """The official MAE-VQGAN from ``checkpoint`` (or ``$NNVTV_MAE_VQGAN_CHECKPOINT``), wrapped."""
+def load_mae_vqgan(checkpoint: str | os.PathLike[str] | None = None, readout: str = "full") -> Model:
+    """The official MAE-VQGAN from ``checkpoint`` (or ``$NNVTV_MAE_VQGAN_CHECKPOINT``), wrapped.
+
+    ``readout``: ``"full"`` (default, the official evaluation: all codes decoded as one grid)
+    or ``"answer"`` (the answer quadrant's codes decoded alone); see ``adapter.py``.
+    """
     from .checkpoint import load_checkpoint
 
+    check_readout(readout)
     path = checkpoint if checkpoint is not None else os.environ.get(ENV_VAR)
     if not path:
         raise CheckpointError(
@@ -32,16 +39,22 @@ def load_mae_vqgan(checkpoint: str | os.PathLike[str] | None = None) -> Model:
             f"github.com/amirbar/visual_prompting, then set {ENV_VAR}=/path/to/checkpoint.pth or call "
             "nnvtv.load('mae-vqgan', checkpoint='/path/to/checkpoint.pth'). A safetensors export works too."
         )
-    return wrap(load_checkpoint(path), adapter=MAE_VQGAN, name="mae-vqgan")
+    return wrap(load_checkpoint(path), adapter=MAE_VQGAN, name="mae-vqgan", readout=readout)
 
 
-def load_toy_visual(weights_dir: str | os.PathLike[str] | None = None) -> Model:
+def load_toy_visual(weights_dir: str | os.PathLike[str] | None = None, readout: str = TOY_READOUT) -> Model:
     """The shipped ``toy-visual`` model (safetensors with its config), wrapped; ``weights_dir``:
-    the ``--out`` folder of ``nnvtv train-toy visual`` instead (or a folder holding ``toy-visual/``)."""
+    the ``--out`` folder of ``nnvtv train-toy visual`` instead (or a folder holding ``toy-visual/``).
+
+    ``readout`` defaults to :data:`TOY_READOUT` (``"answer"``): the toy's VQGAN was trained to
+    decode the answer block on its own, and its card's numbers were measured that way;
+    ``readout="full"`` gives the official full-grid decode.
+    """
     from .checkpoint import load_checkpoint
 
+    check_readout(readout)
     d = weights_folder("toy-visual", weights_dir, shipped=WEIGHTS_DIR, retrain=RETRAIN)
-    return wrap(load_checkpoint(d / "model.safetensors"), adapter=MAE_VQGAN, name="toy-visual")
+    return wrap(load_checkpoint(d / "model.safetensors"), adapter=MAE_VQGAN, name="toy-visual", readout=readout)
 
 
 _SEARCH_DEFAULTS = {"budget": 2048}

@@ -13,7 +13,11 @@ Forward with a fixed, explicit token layout (no random masking)::
   encoder sequence is ``[cls, *visible]`` (``1 + K`` tokens).
 * ``target``: ``LongTensor [B, M]`` patch indices to predict. The decoder sequence is
   ``[cls, *sorted(visible + target)]`` with mask tokens at the targets (``1 + K + M``).
-* returns code logits ``[B, M, n_embed]`` at the targets, in the order given.
+* returns code logits ``[B, M, n_embed]`` at the targets, in the order given; with
+  ``all_positions=True``, logits ``[B, K + M, n_embed]`` at every decoder slot instead (visible
+  patches included, CLS excluded), in the decoder's order: ascending patch index of
+  ``visible + target``. The official evaluation argmaxes all 196 of them and decodes them with
+  the VQGAN as one 14 x 14 grid (``evaluate/mae_utils.py``; DESIGN §5).
 
 The official inference (DESIGN §5) is ``visible`` = the 147 patches outside the bottom-right
 7 x 7 block and ``target`` = those 49; dropping the example quadrants from ``visible`` gives
@@ -178,8 +182,15 @@ class MaeVqgan(nn.Module):
             x = blk(x)
         return self.norm(x)
 
-    def decode_tokens(self, latent: torch.Tensor, visible: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Decoder: latent ``[B, 1 + K, D]`` -> code logits ``[B, M, n_embed]`` at ``target``."""
+    def decode_tokens(
+        self, latent: torch.Tensor, visible: torch.Tensor, target: torch.Tensor, all_positions: bool = False
+    ) -> torch.Tensor:
+        """Decoder: latent ``[B, 1 + K, D]`` -> code logits ``[B, M, n_embed]`` at ``target``.
+
+        ``all_positions=True``: logits ``[B, K + M, n_embed]`` at every decoder slot (CLS
+        dropped), slot ``j`` being the ``j``-th smallest patch index of ``visible + target``
+        (raster order; all ``grid * grid`` patches for the official ICL layout).
+        """
         b, m = target.shape
         x = self.decoder_embed(latent)
         dd = x.shape[-1]
@@ -192,13 +203,18 @@ class MaeVqgan(nn.Module):
         for blk in self.decoder_blocks:
             x = blk(x)
         x = self.decoder_norm(x)[:, 1:]  # [B, K + M, dd]
+        if all_positions:
+            return self.decoder_pred(x)  # [B, K + M, n_embed]
         where = order.argsort(dim=1)[:, visible.shape[1] :]  # sequence slot of each target
         return self.decoder_pred(torch.gather(x, 1, where[..., None].expand(-1, -1, dd)))
 
-    def forward(self, imgs: torch.Tensor, visible: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Code logits ``[B, M, n_embed]`` for the ``target`` patches (see the module docstring)."""
+    def forward(
+        self, imgs: torch.Tensor, visible: torch.Tensor, target: torch.Tensor, all_positions: bool = False
+    ) -> torch.Tensor:
+        """Code logits ``[B, M, n_embed]`` for the ``target`` patches, or ``[B, K + M, n_embed]``
+        for every decoder slot with ``all_positions=True`` (see the module docstring)."""
         self.check_layout(imgs, visible, target)
-        return self.decode_tokens(self.encode(imgs, visible), visible, target)
+        return self.decode_tokens(self.encode(imgs, visible), visible, target, all_positions)
 
     # ------------------------------------------------------------------ pixels
     def render(self, codes: torch.Tensor) -> torch.Tensor:
