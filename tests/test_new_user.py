@@ -520,10 +520,11 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
         ([*_toy_pairs(4), {"input": "s05", "output": True}], ["item 4", "'output'", "bool"]),
         ([*_toy_pairs(4), {"input": "s05", "output": ["s06"]}], ["item 4", "'output'", "list"]),
         ([*_toy_pairs(4), {"input": "s00", "output": "s09"}], ["pair 4", "'s00'", "pair 0"]),
+        (json.dumps(_toy_pairs(4))[:-1] + ', {"input": "s05", "output": NaN}]', ["item 4", "'output'", "NaN"]),
     ],
     ids=["missing", "empty", "not-json", "not-utf8", "object", "string", "no-pairs", "three-pairs", "not-an-object",
          "no-output", "wrong-keys", "empty-input", "blank-output", "null-output", "bool-output", "list-output",
-         "repeated-input"],  # fmt: skip
+         "repeated-input", "nan-output"],  # fmt: skip
 )
 def test_odd_task_files_are_refused_with_the_file_and_item_named(tmp_path, content, words, no_forward):
     path = tmp_path / "pairs.json"

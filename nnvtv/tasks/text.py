@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ def unwritable_word(tokenizer: Any, words: Sequence[tuple[str, str]]) -> tuple[s
 
 def _text_value(value: Any, where: str, key: str) -> str:
     """A pair's ``input`` / ``output``: a non-empty string (numbers are written as text)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or (isinstance(value, float) and not math.isfinite(value)):
         raise ConfigError(f"{where}: '{key}' is {json.dumps(value)} ({type(value).__name__}); expected a non-empty string")
     text = str(value)
     if not text.strip():
