@@ -173,14 +173,18 @@ def _run_warnings(model: Model, task: Task, shots: int, dropped: int, n_prompts:
             f"catalogue entry and model card): its ICL score is out of distribution; use shots <= {top}"
         )
     if dropped:
-        out.append(
-            f"{dropped} of {shots * n_prompts} demonstrations were dropped to fit max_length="
-            f"{getattr(model.io, 'max_length', None)}: ICL prompts hold fewer than {shots} shots"
-        )
+        out.append(_dropped_warning(model, dropped, shots, n_prompts))
     models = tuple(getattr(task, "models", ()) or ())
     if models and model.name not in models:
         out.append(f"task {task.name!r} is written for {', '.join(models)}, not {model.name}")
     return out
+
+
+def _dropped_warning(model: Model, dropped: int, shots: int, n_prompts: int) -> str:
+    return (
+        f"{dropped} of {shots * n_prompts} demonstrations were dropped to fit max_length="
+        f"{getattr(model.io, 'max_length', None)}: ICL prompts hold fewer than {shots} shots"
+    )
 
 
 @dataclass
@@ -561,8 +565,8 @@ def find(
         progress(Progress("evaluate", 0, 1))
     scores = evaluate(model, task, vector, shots=shots, seed=seed)
     warnings = list(scores.warnings)
-    if icl_train.dropped_demos:
-        warnings += [w for w in _run_warnings(model, task, shots, icl_train.dropped_demos, len(icl_train)) if "dropped" in w and w not in warnings]
+    if icl_train.dropped_demos:  # the means came from shorter prompts too
+        warnings.append("means: " + _dropped_warning(model, icl_train.dropped_demos, shots, len(icl_train)))
     vector.scores = scores.as_dict()
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0

@@ -430,6 +430,8 @@ def test_max_length_never_cuts_a_prompt_and_is_checked(short_toy, toy):
 def test_dropped_demonstrations_are_warned_about(short_toy):
     s = nnvtv.evaluate(short_toy, "toy-successor", shots=2)
     assert any("dropped to fit max_length=8" in w for w in s.warnings), s.warnings
+    r = nnvtv.find(short_toy, "toy-successor", shots=2, strategy="greedy", budget=16, n_mean_prompts=4)
+    assert any(w.startswith("means: 4 of 8 demonstrations were dropped") for w in r.warnings), r.warnings
 
 
 # ----------------------------------------------------------------------------- friction
