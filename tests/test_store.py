@@ -418,3 +418,15 @@ def test_store_checks_nested_fields_and_fills_defaults(tmp_path):
     with pytest.raises(CheckpointError, match=r"field 'tags\['a'\]' is true \(a boolean\); expected an integer"):
         store.save(tmp_path / "c", schema, {"rows": [], "tags": {"a": True}}, {"w": torch.zeros(1)})
     assert not (tmp_path / "c.json").exists()
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    """mkstemp makes files private (0600); a saved bundle is an ordinary file the umask governs."""
+    old = os.umask(0o022)
+    try:
+        TaskVector(values={Site(0, 0, "last"): torch.zeros(1, 4)}, mode="replace", fingerprint="f", model="m",
+                   task="t", strategy="s").save(tmp_path / "v")
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "v").iterdir():
+        assert f.stat().st_mode & 0o777 == 0o644, f

@@ -149,12 +149,19 @@ def _jsonable(x: Any) -> Any:
     return str(x)  # paths, sites, anything else: its text
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_temp(target: Path, write: Callable[[str], None]) -> str:
     """Write through ``write(tmp_path)`` into a temporary file beside ``target``; return its path."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp (and safetensors) make it private; saved files are ordinary files
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
     except BaseException:
