@@ -11,8 +11,9 @@ the registered symbol tasks ``toy-copy`` .. ``toy-perm_c`` (held-out queries ``s
   the zero-shot train queries, scored on the held-out ones); its means also give "all 16 heads
   replaced" and the held-out accuracy after each greedy addition.
 
-A model folder's ``metrics.json`` holds the record (training part from the trainer, ``metrics``
-from here) and ``MODEL_CARD.md`` is :func:`model_card` of that record, nothing else.
+A model folder's ``metrics.json`` holds the record (training part from the trainer, optional
+``notes`` (strings, e.g. how the weights were reproduced), ``metrics`` from here) and
+``MODEL_CARD.md`` is :func:`model_card` of that record, nothing else.
 :func:`write_card` (re)writes both for a folder without retraining::
 
     python -m nnvtv.adapters.toy.train_text --card-only adapters/toy/weights
@@ -282,6 +283,7 @@ def _training(rec: dict[str, Any]) -> str:
         if rec["kind"] == "tvp"
         else ""
     )
+    notes = "".join(f"\n- {n}" for n in rec.get("notes", []))
     return f"""- command: `{rec["command"]}`
 - every forward through the library's site definition (`nnvtv.wrap`; the ICL pass is
   `Model.capture(..., grad=True)`, the TVP passes `Model.run(..., nnvtv.Patch(...), grad=True)`)
@@ -293,7 +295,7 @@ def _training(rec: dict[str, Any]) -> str:
   threads) for training ({phases}); {v["threads"]} torch threads on a 2-core
   machine; torch {v["torch"]}, transformers {v["transformers"]};
   evaluation and saving excluded
-- config: `{json.dumps(TOY_TEXT_CONFIG)}`"""
+- config: `{json.dumps(TOY_TEXT_CONFIG)}`{notes}"""
 
 
 def _metrics(rec: dict[str, Any]) -> str:
