@@ -82,6 +82,9 @@ class ModelIO(ABC):
     #: what the model reads: ``"text"`` (token ids) or ``"image"`` (pixels, canvases); tasks
     #: of another modality are refused before any forward pass
     modality: ClassVar[str] = ""
+    #: what :meth:`surrogate_loss` computes, in words; ``""`` (the default): the family offers
+    #: no surrogate and gradient paths use the task's loss on the readout
+    surrogate: ClassVar[str] = ""
 
     def __init__(self, module: torch.nn.Module, tokenizer: Any = None) -> None:
         self.module = module
@@ -122,6 +125,17 @@ class ModelIO(ABC):
         """``inputs`` on the device the model's forward expects (that of its first parameter)."""
         device = _input_device(self.module)
         return inputs if device is None else inputs.to(device)
+
+    def surrogate_loss(self, output: Any, inputs: ModelInputs) -> torch.Tensor | None:
+        """A differentiable per-row stand-in for the task loss, ``FloatTensor [batch]``, from the
+        raw model ``output`` (before :meth:`readout`) and the ``inputs`` that hold the targets.
+
+        For families whose readout has no gradient (an argmax before decoding): gradient
+        strategies and learned task vectors minimise it instead (:mod:`nnvtv.surrogate`); exact
+        patched forwards still score the task metric. A family that offers one sets
+        :attr:`surrogate` to a description; the default offers none (``None``).
+        """
+        return None
 
     def shared_prefix(self, inputs: ModelInputs, groups: Collection[tuple[str, str]]) -> SharedPrefix | None:
         """Split ``inputs`` for candidates that patch only ``groups`` (``(stream, group)`` pairs).

@@ -26,6 +26,7 @@ from nnvtv.sites import SiteSpace
 if TYPE_CHECKING:
     from nnvtv.activations import Means
     from nnvtv.model import Model
+    from nnvtv.surrogate import GradientLoss
 
 __all__ = ["LossFn", "MaskObjective"]
 
@@ -49,6 +50,10 @@ class MaskObjective:
             (whose forward keeps every layer's activations for the backward), that bound
             divided by the model's total number of layers (at least one candidate).
         share_prefix: as in :func:`nnvtv.run_masks`.
+        gradient_loss: what :meth:`value_and_grad` differentiates
+            (:func:`nnvtv.surrogate.gradient_loss`: the task loss, or a surrogate where the
+            task metric has no gradient); ``None``: ``loss_fn`` on the readout. Exact masks
+            (``objective(masks)``) always score ``loss_fn``.
 
     Calls:
         ``objective(masks: BoolTensor[B, n_sites]) -> FloatTensor[B]`` and
@@ -68,6 +73,7 @@ class MaskObjective:
         mode: str = "replace",
         max_rows: int | None = None,
         share_prefix: bool = True,
+        gradient_loss: GradientLoss | None = None,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
@@ -81,6 +87,7 @@ class MaskObjective:
         self.mode = mode
         self.max_rows = max_rows
         self.share_prefix = share_prefix
+        self.gradient_loss = gradient_loss
         self.rows = 0
         self.gradient_rows = 0
 
@@ -88,8 +95,8 @@ class MaskObjective:
     def n_sites(self) -> int:
         return len(self.space)
 
-    def _losses(self, out: torch.Tensor, b: int) -> torch.Tensor:
-        losses = self.loss_fn(out)
+    def _losses(self, out: torch.Tensor, b: int, loss_fn: LossFn | None = None) -> torch.Tensor:
+        losses = (loss_fn or self.loss_fn)(out)
         n = self.inputs.batch_size
         if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (b, n):
             shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
@@ -140,13 +147,14 @@ class MaskObjective:
         weights = check_weights(weights, self.n_sites)
         losses, grads = [], []
         chunk = self.gradient_chunk()
+        gl = self.gradient_loss
         for start in range(0, weights.shape[0], chunk):
             w = weights[start : start + chunk].detach().to(torch.float32).clone().requires_grad_(True)
             out = run_weights(
                 self.model, self.inputs, self.means, self.space, w,
-                mode=self.mode, share_prefix=self.share_prefix,
+                mode=self.mode, share_prefix=self.share_prefix, output_fn=None if gl is None else gl.output_fn,
             )  # fmt: skip
-            loss = self._losses(out, w.shape[0])
+            loss = self._losses(out, w.shape[0], None if gl is None else gl.loss_fn)
             if not loss.requires_grad:
                 raise ObjectiveError(
                     "the loss does not depend differentiably on the patch weights (loss_fn gave a "

@@ -20,6 +20,7 @@ the last token does can change it) and tiles only the last token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -31,6 +32,7 @@ from nnvtv.tracing import Edit
 
 if TYPE_CHECKING:
     from nnvtv.activations import Means
+    from nnvtv.inputs import ModelInputs
     from nnvtv.model import Model
 
 __all__ = ["check_weights", "run_weights"]
@@ -73,6 +75,7 @@ def run_weights(
     *,
     mode: str = "replace",
     share_prefix: bool = True,
+    output_fn: Callable[[Any, ModelInputs], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Readouts for ``B`` weight rows in one traced forward, keeping the autograd graph.
 
@@ -87,9 +90,14 @@ def run_weights(
         mode: ``"replace"`` (``a + w (mean - a)``) or ``"add"`` (``a + w mean``).
         share_prefix: as in :func:`nnvtv.run_masks`: run the prefix no candidate can change
             once, without gradients, and tile only the step (causal LMs patched at ``last``).
+        output_fn: ``(raw output, tiled inputs) -> [B * N, ...]`` applied to the model's raw
+            output instead of the adapter's readout (a family's surrogate loss,
+            :meth:`ModelIO.surrogate_loss <nnvtv.model_io.ModelIO.surrogate_loss>`); the
+            readout is then never computed.
 
     Returns:
-        ``[B, N, ...]`` readouts (text: next-token logits ``[B, N, vocab]``) with their graph:
+        ``[B, N, ...]`` readouts (text: next-token logits ``[B, N, vocab]``), or what
+        ``output_fn`` gave, with their graph:
         ``loss.backward()`` fills ``weights.grad``. The forward is one trace, so memory grows
         with ``B x N``; chunk rows yourself (see :class:`nnvtv.objective.MaskObjective`).
     """
@@ -117,5 +125,7 @@ def run_weights(
         visits[key].edits.append(
             Edit(tiled.group_positions(key[0], group), heads, values, mode, weight=row_w[:, cols.to(row_w.device)])
         )
-    out = model.trace_jobs([(tiled, list(visits.values()))], readout=True, grad=True)[0][0]
+    out = model.trace_jobs([(tiled, list(visits.values()))], readout=output_fn is None, grad=True)[0][0]
+    if output_fn is not None:
+        out = output_fn(out, tiled)
     return out.reshape(b, n, *out.shape[1:])

@@ -39,9 +39,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from nnvtv.adapter import AdapterSpec, ModelIO, StreamSpec
-from nnvtv.canvas import CanvasGeometry, CanvasPrompts, normalize
+from nnvtv.canvas import CanvasGeometry, CanvasPrompts, denormalize, normalize
 from nnvtv.errors import ConfigError, ShapeMismatchError
 from nnvtv.inputs import ModelInputs
 
@@ -112,6 +113,10 @@ class MaeVqganIO(ModelIO):
     """
 
     modality = "image"
+    surrogate = (
+        "cross-entropy of the answer patches' code logits against the VQGAN codes of the ground-truth "
+        "answer cell held in the canvas (the readout's argmax has no gradient)"
+    )
 
     def __init__(self, module: torch.nn.Module, tokenizer: Any = None, *, readout: str = "full") -> None:
         super().__init__(module, tokenizer)
@@ -188,6 +193,24 @@ class MaeVqganIO(ModelIO):
         order = torch.cat([visible, target], dim=1).argsort(dim=1).argsort(dim=1)  # slot of each patch
         where = order[:, visible.shape[1] :]
         return torch.gather(output, 1, where[..., None].expand(-1, -1, output.shape[-1]))
+
+    def surrogate_loss(self, output: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
+        """``FloatTensor [B]``: mean cross-entropy over the answer patches of their code logits
+        (:meth:`answer_logits`, ``[B, M, V]``, either readout) against the codes the VQGAN
+        encoder gives the canvas (``target_codes``, as the model was trained: the whole canvas
+        encoded, the answer patches' codes taken), computed without gradient.
+
+        The canvases must hold the ground-truth answer cell, as visual tasks build them
+        (:meth:`nnvtv.tasks.visual.VisualTask.canvases`); the model only sees the visible
+        patches, so this changes nothing the model is given.
+        """
+        logits = self.answer_logits(output, inputs)
+        target = inputs.kwargs["target"]
+        with torch.no_grad():
+            codes = self.module.target_codes(denormalize(inputs.kwargs["imgs"]).clamp(0, 1))  # [B, grid * grid]
+            answer = torch.gather(codes, 1, target.to(codes.device))  # [B, M]
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), answer.flatten().to(logits.device), reduction="none")
+        return ce.view(logits.shape[0], logits.shape[1]).mean(-1)
 
     def example(self, batch_size: int = 2) -> ModelInputs:
         g = torch.Generator().manual_seed(0)

@@ -102,6 +102,17 @@ class Task(ABC):
     def score(self, readout: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-row task metric, shape ``[..., N]``."""
 
+    #: what :meth:`surrogate_loss` computes when it is not :meth:`loss`, in words (``""``: it is)
+    surrogate: ClassVar[str] = ""
+
+    def surrogate_loss(self, readout: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-row loss with a gradient, shape ``readout.shape[:-1]`` like :meth:`loss`, that
+        gradient paths (gradient strategies, learned task vectors) minimise; exact patched
+        forwards keep scoring :meth:`loss` and :meth:`score`. Default: :meth:`loss` (already
+        differentiable for cross-entropy); a task whose loss rounds or thresholds overrides it
+        and sets :attr:`surrogate` (see :mod:`nnvtv.surrogate`)."""
+        return self.loss(readout, targets)
+
     #: catalogue names of the models this task is written for (empty: any model of its modality)
     models: tuple[str, ...] = ()
 

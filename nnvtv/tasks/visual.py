@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nnvtv.canvas import CanvasGeometry, CanvasPrompts, make_canvas
+from nnvtv.canvas import CanvasGeometry, CanvasPrompts, make_canvas, normalize
 from nnvtv.errors import ConfigError, EmptyDataError, ShapeMismatchError
 from nnvtv.tasks.base import Split, Task, TaskBatch
 from nnvtv.tasks.image_metrics import binarize, iou, mse, quantize
@@ -83,6 +83,10 @@ __all__ = [
     "prompt_candidates",
     "procedural_tasks",
 ]
+
+
+#: how soft the white/black threshold of :meth:`VisualTask.surrogate_loss` is (pixel units)
+SOFT_IOU_TEMPERATURE = 0.05
 
 
 def canvas_geometry(model: Model) -> CanvasGeometry:
@@ -227,6 +231,34 @@ class VisualTask(Task):
         """Per-row search loss (``1 - IoU`` or MSE), ``readout.shape[:-3]``."""
         s = self.score(readout, targets)
         return 1 - s if self.metric == "iou" else s
+
+    surrogate = (
+        "soft IoU (pixels pass the white/black threshold through a sigmoid of temperature 0.05) for IoU tasks, "
+        "MSE of the unrounded pixels for MSE tasks: the metric without its uint8 rounding and thresholding"
+    )
+
+    def surrogate_loss(self, readout: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-row differentiable stand-in for :meth:`loss`, ``readout.shape[:-3]``, with a gradient
+        wherever the readout has one (a continuous readout such as SegGPT's).
+
+        * IoU tasks: ``1 - soft IoU``, each pixel white with probability ``sigmoid((mean over
+          channels - 0.5) / 0.05)`` (the metric's threshold, softened), the target binarised as
+          the metric does, one pixel of smoothing (``(inter + 1) / (union + 1)``: an empty
+          prediction of an empty mask scores 1, as the metric does). Pixel MSE was tried and
+          ranks single-head patches *against* IoU on toy-seggpt (Spearman -0.23 and -0.52 on
+          two splits, soft IoU +0.49 and +0.59).
+        * MSE tasks: the metric's MSE of ImageNet-normalised pixels, without the ``uint8``
+          rounding.
+        """
+        self._check(readout, targets)
+        targets = targets.to(readout.device, readout.dtype)
+        if self.metric == "mse":
+            return (normalize(readout) - normalize(targets)).float().pow(2).flatten(-3).mean(-1)
+        p = torch.sigmoid((readout.float().mean(-3) - 0.5) / SOFT_IOU_TEMPERATURE)  # [..., H, W]
+        t = binarize(targets).float()
+        inter = (p * t).flatten(-2).sum(-1)
+        union = (p + t - p * t).flatten(-2).sum(-1)
+        return 1 - (inter + 1) / (union + 1)
 
     def example_images(self, model: Model, vector: TaskVector | None = None, *, n: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
         """Pictures of held-out queries: ``{"canvas": [n, 3, S, S], "target", "icl", "zero_shot"[, "task_vector"]: [n, 3, c, c]}``."""
