@@ -24,6 +24,7 @@ from nnvtv.errors import (
 from nnvtv.fingerprint import check_fingerprint
 from nnvtv.inputs import ModelInputs
 from nnvtv.patching import Patch
+from nnvtv.progress import Progress, ProgressArg, ProgressSink, with_progress
 from nnvtv.sites import Site, SiteSpace
 from nnvtv.tracing import Visit, group_sites, read_heads, where_of
 
@@ -129,13 +130,15 @@ def _float64_sum(values: torch.Tensor) -> torch.Tensor:
     return v.to(torch.float64).sum(0).cpu()
 
 
+@with_progress(events=False)
 def mean_activations(
     model: Model,
     batches: Iterable[Any],
     space: Iterable[Site],
     *,
     meta: Mapping[str, Any] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: ProgressArg | Callable[[int], None] = None,
+    total: int | None = None,
 ) -> Means:
     """Mean activation of every site of ``space`` over all rows of ``batches``.
 
@@ -144,7 +147,10 @@ def mean_activations(
         batches: iterable of batches (prompt lists or :class:`ModelInputs`); streamed once.
         space: sites to collect (a :class:`SiteSpace` or any iterable of sites).
         meta: provenance stored with the means.
-        progress: called with the number of rows after each batch.
+        progress: ``None`` (default: report stage ``"means"`` on a progress display, or to the
+            enclosing call's, see :mod:`nnvtv.progress`), ``False`` (silent), ``True``, or a
+            callback called with the number of rows after each batch.
+        total: rows ``batches`` will give, if known (the bar's length).
 
     Returns:
         :class:`Means` with ``[positions_in_group, width]`` float32 values.
@@ -185,6 +191,14 @@ def mean_activations(
                 )
             sums[(key, g)] = total if prev is None else prev + total
 
+    def report(rows: int) -> None:
+        if isinstance(progress, ProgressSink):
+            progress(Progress("means", rows, total or 0))
+        elif progress is not None:
+            progress(rows)
+
+    if isinstance(progress, ProgressSink):
+        report(0)
     # locally one traced forward per batch; remotely `remote_batches` batches per request
     per_call = max(1, int(getattr(model, "remote_batches", 1))) if model.remote else 1
     pending: list[tuple[ModelInputs, list[Visit], list[tuple[str, int, str]]]] = []
@@ -196,8 +210,7 @@ def mean_activations(
             for i, key in enumerate(keys):
                 accumulate(key, reads[i])
             count += inputs.batch_size
-            if progress is not None:
-                progress(count)
+            report(count)
         pending.clear()
 
     for batch in batches:

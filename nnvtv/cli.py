@@ -29,12 +29,12 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from nnvtv.checks import writable_folder
 from nnvtv.errors import ConfigError, NnvtvError
+from nnvtv.progress import RichBar
 
 err = Console(stderr=True)
 out = Console()
@@ -212,18 +212,7 @@ def find(
         task_obj = nnvtv.tasks.get(task) if task is not None else None
         if task_obj is not None and not remote:
             _check_model_task(model, task_obj)
-        with _progress() as bar:
-            stages: dict[str, Any] = {}
-
-            def on_progress(p: Any) -> None:
-                if p.stage not in stages:
-                    label = {"means": "mean activations", "search": f"search ({strategy})", "evaluate": "held-out scores"}[p.stage]
-                    stages[p.stage] = bar.add_task(label, total=p.total, best="")
-                best = ""
-                if p.stage == "search" and p.info.get("heldout") is not None:
-                    best = f"best held-out {p.info['heldout']:.2f}, {p.info['n_sites']} sites"
-                bar.update(stages[p.stage], completed=p.completed, total=p.total, best=best)
-
+        with RichBar(err) as on_progress:  # the same Progress events as in Python (nnvtv.progress)
             m = nnvtv.wrap(model, remote=True) if remote else nnvtv.load(model, device=device, dtype=dtype)
             result = run_find(m, task_obj, strategy=strategy, budget=budget, seed=seed, shots=shots, sites=sites, sparsity=sparsity,
                               progress=on_progress)  # fmt: skip
@@ -492,18 +481,7 @@ def compare(
         if task_obj is not None:
             for name in names:
                 _check_model_task(name, task_obj)
-        with _progress() as bar:
-            stages: dict[tuple[str, str], Any] = {}
-
-            def on_progress(label: str, p: Any) -> None:
-                key = (label, p.stage)
-                if key not in stages:
-                    stages[key] = bar.add_task(f"{label}: {p.stage}", total=p.total, best="")
-                best = ""
-                if p.stage == "search" and p.info.get("heldout") is not None:
-                    best = f"best held-out {p.info['heldout']:.2f}, {p.info['n_sites']} sites"
-                bar.update(stages[key], completed=p.completed, total=p.total, best=best)
-
+        with RichBar(err) as on_progress:  # one bar per run and stage, labelled by compare
             cmp = run_compare(names, task_obj, seeds=seed_list, strategy=strategy, budget=budget, sites=sites, transfer=transfer,
                               progress=on_progress, device=device, dtype=dtype)  # fmt: skip
     except NnvtvError as exc:
@@ -544,18 +522,6 @@ def _example_images(model: Any, result: Any, out_dir: Path, seed: int) -> bool:
     title = f"{model.name} / {task.name}: held-out queries ({task.metric} under each output)"
     plot_image_grid(images, out_dir / "examples.png", title=title, scores=scores)
     return True
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[best]}"),
-        console=err,
-        transient=False,
-    )
 
 
 def main() -> None:  # pragma: no cover

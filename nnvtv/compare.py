@@ -23,6 +23,7 @@ Nothing here knows a modality: tasks score readouts, models describe their own s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +34,9 @@ import torch
 from nnvtv import catalog, store
 from nnvtv.checks import int_at_least, positive_int
 from nnvtv.errors import ConfigError, EmptyDataError, NnvtvError
-from nnvtv.find import Progress, SearchResult, check_find, find, score_batch
+from nnvtv.find import Progress, SearchResult, check_find, find, load_reporting, score_batch
 from nnvtv.model import Model
+from nnvtv.progress import ProgressArg, ProgressSink, with_progress
 from nnvtv.sites import Site
 from nnvtv.tasks import Task
 from nnvtv.tasks import get as get_task
@@ -285,6 +287,7 @@ def _label(name: str, seed: int, several_seeds: bool, taken: set[str]) -> str:
     return label
 
 
+@with_progress(events=False)
 def compare(
     models: Sequence[Model | str],
     task: Task | str | None = None,
@@ -293,7 +296,7 @@ def compare(
     strategy: str = "reinforce",
     budget: int | None = None,
     transfer: bool = True,
-    progress: Callable[[str, Progress], None] | None = None,
+    progress: ProgressArg | Callable[[str, Progress], None] = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     **find_options: Any,
@@ -306,7 +309,9 @@ def compare(
         seeds: seeds per model (each seeds the split, the prompts and the search).
         strategy, budget: passed to :func:`nnvtv.find` (same for every run: equal cost).
         transfer: also apply every run's task vector to every other run's model.
-        progress: ``progress(label, event)`` for each :class:`nnvtv.find.Progress` event.
+        progress: ``None`` (default: one progress display for every run, each stage labelled
+            with its run, see :mod:`nnvtv.progress`), ``False`` (silent), ``True``, or a
+            callback ``progress(label, event)`` for each :class:`~nnvtv.progress.Progress` event.
         device, dtype: where and in what dtype models given by name are loaded (:func:`nnvtv.load`).
         **find_options: further options of :func:`nnvtv.find` (``sites``, ``shots`` ...).
 
@@ -337,7 +342,16 @@ def compare(
         STRATEGIES.get(strategy)  # UnknownStrategyError listing them
     if task is not None:
         task = get_task(task)  # a bad name or file fails before any model loads
-    loaded = [catalog.load(m, device=device, dtype=dtype) if isinstance(m, str) else m for m in models]
+
+    def events(label: str) -> Callable[[Progress], None] | None:
+        """Where the events of run ``label`` go: the display, the caller's callback, or nowhere."""
+        if isinstance(progress, ProgressSink):
+            return lambda p: progress(dataclasses.replace(p, label=label))
+        if progress is not None:
+            return lambda p: progress(label, p)
+        return None  # silent: find inherits the silence
+
+    loaded = [load_reporting(m, events(m), device=device, dtype=dtype) if isinstance(m, str) else m for m in models]
     if task is None:
         e = catalog.entry(loaded[0].name)
         if e is None:
@@ -356,11 +370,7 @@ def compare(
         for seed in seeds:
             label = _label(model.name, seed, len(seeds) > 1, taken)
 
-            def on_progress(p: Progress, label: str = label) -> None:
-                if progress is not None:
-                    progress(label, p)
-
-            r = find(model, task, strategy=strategy, budget=budget, seed=seed, progress=on_progress, **find_options)
+            r = find(model, task, strategy=strategy, budget=budget, seed=seed, progress=events(label), **find_options)
             layers = {name: info.n_layers for name, info in model.streams.items()}
             runs.append(
                 RunSummary(
@@ -388,7 +398,10 @@ def compare(
     notes: dict[str, str] = {}
     for i in range(n):
         moved[i][i] = runs[i].scores.get("task_vector")
-    if transfer:
+    if transfer and n > 1:
+        report, done = events("all runs"), 0
+        if report:
+            report(Progress("transfer", 0, n * (n - 1)))
         for i in range(n):
             for j in range(n):
                 if i == j:
@@ -397,6 +410,9 @@ def compare(
                     moved[i][j] = transfer_score(results[i].task_vector, owners[j], task, seed=runs[j].seed)
                 except NnvtvError as exc:
                     notes[f"{runs[i].label}->{runs[j].label}"] = str(exc)
+                done += 1
+                if report:
+                    report(Progress("transfer", done, n * (n - 1)))
     return Comparison(
         task=task.name,
         metric=task.metric,

@@ -29,7 +29,8 @@ from nnvtv.errors import ConfigError
 from nnvtv.model import Model
 from nnvtv.objective import MaskObjective
 from nnvtv.patching import MODES, run_masks
-from nnvtv.search import GRADIENT_ROW_COST, SearchRun, run_search
+from nnvtv.progress import Progress, ProgressArg, with_progress
+from nnvtv.search import GRADIENT_ROW_COST, SearchProgress, SearchRun, run_search
 from nnvtv.sites import SiteSpace
 from nnvtv.tasks import Task, TaskBatch
 from nnvtv.tasks import get as get_task
@@ -39,16 +40,8 @@ from nnvtv.vector import TaskVector
 __all__ = ["find", "SearchResult", "Progress", "evaluate", "Scores", "check_find", "check_fit", "ICL_MARGIN", "ZERO_SHOT_SOLVED"]
 
 
-@dataclass(frozen=True)
-class Progress:
-    """A progress event: ``stage`` in {"means", "search", "evaluate"}; ``info`` has e.g. best scores."""
-
-    stage: str
-    completed: int
-    total: int
-    info: dict[str, Any] = field(default_factory=dict)
-
-
+#: a callback receiving :class:`~nnvtv.progress.Progress` events (``Progress`` lives in
+#: :mod:`nnvtv.progress`, the one event source every long step reports through)
 ProgressFn = Callable[[Progress], None]
 
 
@@ -280,6 +273,7 @@ def _check_shots(task: Task, split: Any, shots: int, *, train_queries: bool) -> 
         raise ConfigError(f"shots={shots} is more than task {task.name!r} can put in one prompt: at most {top}{why}; use shots <= {top}")
 
 
+@with_progress
 def evaluate(
     model: Model,
     task: Task | str | None = None,
@@ -287,6 +281,7 @@ def evaluate(
     *,
     shots: int | None = None,
     seed: int = 0,
+    progress: ProgressArg = None,
 ) -> Scores:
     """Held-out zero-shot, ICL and (if given) task-vector scores of ``task`` on ``model``.
 
@@ -298,6 +293,9 @@ def evaluate(
         shots: demonstrations per ICL prompt (default: the task's); ``0`` makes the ICL row the
             zero-shot prompt.
         seed: seeds the split and the demonstrations.
+        progress: ``None`` (default: a progress display, see :mod:`nnvtv.progress`), ``False``
+            (silent), ``True``, or a callback receiving :class:`~nnvtv.progress.Progress`
+            events (stage ``"evaluate"``: batches scored of 2 or 3).
 
     Every argument, and whether the task fits the model, is checked before any forward pass.
     The returned :attr:`Scores.warnings` say what makes the numbers hard to read.
@@ -320,11 +318,21 @@ def evaluate(
     _check_shots(task, split, shots, train_queries=False)
     zs = task.zero_shot(model, split.test)
     icl = task.icl(model, split.test, split.train, shots=shots, seed=seed + 1)
+    n_scored, done = (2 if vector is None else 3), [0]
+
+    def scored(value: float) -> float:  # one "evaluate" event per batch scored
+        done[0] += 1
+        if progress:
+            progress(Progress("evaluate", done[0], n_scored))
+        return value
+
+    if progress:
+        progress(Progress("evaluate", 0, n_scored))
     scores = Scores(
         metric=task.metric,
-        zero_shot=score_batch(model, task, zs),
-        icl=score_batch(model, task, icl),
-        task_vector=None if vector is None else score_batch(model, task, zs, vector.patch()),
+        zero_shot=scored(score_batch(model, task, zs)),
+        icl=scored(score_batch(model, task, icl)),
+        task_vector=None if vector is None else scored(score_batch(model, task, zs, vector.patch())),
         n_queries=len(zs),
         shots=shots,
         higher_is_better=bool(task.higher_is_better),
@@ -441,6 +449,7 @@ def check_find(model: Model | str, task: Task | str | None = None, **options: An
     return _prepare(model, task, strategy_options=options, **given).task
 
 
+@with_progress
 def find(
     model: Model | str,
     task: Task | str | None = None,
@@ -456,7 +465,7 @@ def find(
     n_mean_prompts: int = 64,
     max_rows: int | None = None,
     eval_every: int = 10,
-    progress: ProgressFn | None = None,
+    progress: ProgressArg = None,
     **strategy_options: Any,
 ) -> SearchResult:
     """Find a task vector for ``task`` inside ``model``.
@@ -481,7 +490,11 @@ def find(
         max_rows: memory bound of one batched forward (candidates x queries); default from the
             free memory of the model's device (:func:`nnvtv.patching.auto_max_rows`).
         eval_every: search steps between held-out evaluations of the best mask.
-        progress: callback receiving :class:`Progress` events.
+        progress: ``None`` (default: a progress display fit for where this runs, a rich bar in
+            a terminal, an in-place bar in Jupyter, lines in logs; ``NNVTV_PROGRESS=0`` turns
+            the default off; see :mod:`nnvtv.progress`), ``False`` (silent), ``True``, or a
+            callback receiving :class:`~nnvtv.progress.Progress` events in order: ``load``
+            (a model given by name), ``means``, ``search``, ``evaluate``.
         **strategy_options: options of the strategy (validated by name).
 
     Every argument, the task's fit to the model (modality, vocabulary), the shots the task can
@@ -491,7 +504,7 @@ def find(
     """
     t0 = time.perf_counter()
     if isinstance(model, str):
-        model = catalog.load(model)
+        model = load_reporting(model, progress)
     plan = _prepare(
         model, task, strategy=strategy, budget=budget, seed=seed, shots=shots, sites=sites, groups=groups, mode=mode,
         sparsity=sparsity, n_mean_prompts=n_mean_prompts, max_rows=max_rows, eval_every=eval_every,
@@ -511,6 +524,7 @@ def find(
         if progress:
             progress(Progress("means", done, n_mean_prompts))
 
+    mean_progress(0)
     means = mean_activations(
         model, icl_train.chunks(64), space, progress=mean_progress,
         meta={"task": task.name, "shots": shots, "n_prompts": n_mean_prompts, "seed": seed},
@@ -532,10 +546,12 @@ def find(
 
     def search_progress(p: Any) -> None:
         if progress:
-            info = {"best_loss": p.best_loss, "heldout": p.best_heldout, "n_sites": p.n_sites}
+            info = {"best_loss": p.best_loss, "heldout": p.best_heldout, "n_sites": p.n_sites,
+                    "strategy": strategy if isinstance(strategy, str) else type(strategy).__name__}
             progress(Progress("search", p.forward_passes, p.budget, info))
 
     t = time.perf_counter()
+    search_progress(SearchProgress(0, 0, budget, math.inf, None, 0))  # the stage starts now
     run = run_search(
         objective, len(space), strategy, budget=budget, seed=seed, sparsity=sparsity,
         heldout=heldout, eval_every=eval_every, callback=search_progress, **strategy_options,
@@ -561,8 +577,6 @@ def find(
         },
         task_data=task.to_dict(),
     )
-    if progress:
-        progress(Progress("evaluate", 0, 1))
     scores = evaluate(model, task, vector, shots=shots, seed=seed)
     warnings = list(scores.warnings)
     if icl_train.dropped_demos:  # the means came from shorter prompts too
@@ -570,8 +584,6 @@ def find(
     vector.scores = scores.as_dict()
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    if progress:
-        progress(Progress("evaluate", 1, 1))
     return SearchResult(
         task_vector=vector,
         scores=scores,
@@ -585,6 +597,16 @@ def find(
         task=task,
         warnings=warnings,
     )
+
+
+def load_reporting(name: str, progress: Any, **kwargs: Any) -> Model:
+    """:func:`nnvtv.load` of a model given by name, reported as stage ``"load"`` to ``progress``."""
+    if progress:
+        progress(Progress("load", 0, 1, {"model": name}))
+    model = catalog.load(name, **kwargs)
+    if progress:
+        progress(Progress("load", 1, 1, {"model": name}))
+    return model
 
 
 def _is_plain(v: Any) -> bool:

@@ -9,6 +9,7 @@ from nnvtv.activations import Means, mean_activations
 from nnvtv.errors import ConfigError
 from nnvtv.model import Model
 from nnvtv.patching import Patch, run_masks
+from nnvtv.progress import Progress, ProgressArg, with_progress
 from nnvtv.sites import SiteSpace
 from nnvtv.tasks import Task, TaskBatch
 from nnvtv.tasks import get as get_task
@@ -34,6 +35,7 @@ def default_shots(task: Task, shots: int | None) -> int:
     return shots if shots is not None else getattr(task, "default_shots", 5)
 
 
+@with_progress
 def icl_means(
     model: Model,
     task: Task | str,
@@ -43,8 +45,11 @@ def icl_means(
     n_prompts: int = 32,
     seed: int = 0,
     batch_size: int = 16,
+    progress: ProgressArg = None,
 ) -> Means:
     """Mean activations of ``space`` over ``n_prompts`` clean ICL prompts on the train split.
+
+    ``progress``: see :mod:`nnvtv.progress` (stage ``"means"``, prompts done of ``n_prompts``).
 
     Returns:
         :class:`Means`: ``[1, width]`` per site (group ``last`` has one position).
@@ -53,8 +58,14 @@ def icl_means(
     shots = default_shots(task, shots)
     split = task.split(seed)
     batch = task.icl(model, cycle(split.train, n_prompts, name="n_prompts"), split.train, shots=shots, seed=seed)
+
+    def rows(done: int) -> None:
+        if progress:
+            progress(Progress("means", done, n_prompts))
+
+    rows(0)
     return mean_activations(
-        model, batch.chunks(batch_size), space,
+        model, batch.chunks(batch_size), space, progress=rows,
         meta={"task": task.name, "shots": shots, "n_prompts": n_prompts, "seed": seed},
     )
 

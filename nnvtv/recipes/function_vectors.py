@@ -29,6 +29,7 @@ from nnvtv.checks import int_in, positive_int
 from nnvtv.errors import ConfigError, ShapeMismatchError
 from nnvtv.model import Model
 from nnvtv.patching import Patch, run_masks
+from nnvtv.progress import Progress, ProgressArg, with_progress
 from nnvtv.recipes.common import (
     GROUP,
     RESULT_FIELDS,
@@ -49,6 +50,7 @@ __all__ = ["FunctionVector", "causal_indirect_effects", "function_vector", "head
 STEM = "function_vector"
 
 
+@with_progress
 def causal_indirect_effects(
     model: Model,
     task: Task | str,
@@ -59,6 +61,7 @@ def causal_indirect_effects(
     seed: int = 0,
     max_rows: int = 256,
     fast: bool = True,
+    progress: ProgressArg = None,
 ) -> torch.Tensor:
     """Per-head causal indirect effect on shuffled-label ICL prompts (Todd et al.).
 
@@ -71,6 +74,7 @@ def causal_indirect_effects(
         means: clean ICL means covering every head site at group ``last``.
         fast: let :func:`run_masks` share the prompt prefix (``share_prefix``): the prefix runs
             once with a key/value cache, each candidate re-runs only the last token (exact).
+        progress: see :mod:`nnvtv.progress` (stage ``"cie"``: one batched run, 0 then all heads).
 
     Returns:
         ``FloatTensor [n_layers, n_heads]``.
@@ -86,7 +90,11 @@ def causal_indirect_effects(
     queries = cycle(split.train, n_prompts, name="n_prompts")
     batch = task.icl(model, queries, split.train, shots=shots, seed=seed + 7, shuffle_labels=True)
     masks = torch.cat([torch.zeros(1, len(space), dtype=torch.bool), torch.eye(len(space), dtype=torch.bool)])
+    if progress:
+        progress(Progress("cie", 0, len(space)))
     out = run_masks(model, batch.inputs, means, space, masks, max_rows=max(max_rows, len(batch)), share_prefix=fast)
+    if progress:
+        progress(Progress("cie", len(space), len(space)))
     prob = torch.softmax(out.float(), -1).gather(-1, batch.targets.expand(out.shape[:-1]).unsqueeze(-1))[..., 0]
     cie = (prob[1:] - prob[:1]).mean(-1)  # [n_sites]
     return cie.reshape(model.n_layers, model.n_heads)
@@ -225,6 +233,7 @@ class FunctionVector:
         return cls(vector=tensors["vector"], cie=tensors["cie"], **info)
 
 
+@with_progress
 def function_vector(
     model: Model,
     task: Task | str,
@@ -241,6 +250,7 @@ def function_vector(
     seed: int = 0,
     max_rows: int = 256,
     fast: bool = True,
+    progress: ProgressArg = None,
 ) -> FunctionVector:
     """Build and score a function vector (Todd et al.) for ``task``.
 
@@ -252,6 +262,9 @@ def function_vector(
         means: precomputed clean ICL means of every head at group ``last``.
         sweep_layers: also score the vector added at every layer (``layer_accuracy``).
         n_queries: held-out queries scored (default: the whole test split).
+        progress: ``None`` (default: a progress display), ``False`` (silent), ``True`` or a
+            callback of :class:`~nnvtv.progress.Progress` events: ``means``, ``cie``, ``layers``
+            (the vector added at every layer), ``evaluate`` (5 held-out scores); see :mod:`nnvtv.progress`.
     """
     t0 = time.perf_counter()
     check_text_model(model)
@@ -264,10 +277,11 @@ def function_vector(
     space = model.sites("head", groups=[GROUP])
     if means is None:
         positive_int("n_mean_prompts", n_mean_prompts)
-        means = icl_means(model, task, space, shots=shots, n_prompts=n_mean_prompts, seed=seed)
+        means = icl_means(model, task, space, shots=shots, n_prompts=n_mean_prompts, seed=seed, progress=progress or False)
     fp = 0
     if cie is None:
-        cie = causal_indirect_effects(model, task, means, n_prompts=n_cie_prompts, shots=shots, seed=seed, max_rows=max_rows, fast=fast)
+        cie = causal_indirect_effects(model, task, means, n_prompts=n_cie_prompts, shots=shots, seed=seed, max_rows=max_rows, fast=fast,
+                                      progress=progress or False)  # fmt: skip
         fp += len(space) + 1
     if tuple(cie.shape) != (n_layers, n_heads):
         raise ShapeMismatchError(f"cie must be [n_layers, n_heads] = [{n_layers}, {n_heads}], got {tuple(cie.shape)}")
@@ -285,14 +299,29 @@ def function_vector(
     if sweep_layers:
         lspace = model.sites("layer", groups=[GROUP])
         add = Means({s: vector[None] for s in lspace}, count=1, fingerprint=model.fingerprint)
+        if progress:
+            progress(Progress("layers", 0, len(lspace)))
         layer_acc = masked_accuracy(model, task, zs, add, lspace, "add", max_rows)
+        if progress:
+            progress(Progress("layers", len(lspace), len(lspace)))
         fp += len(lspace)
+    done = [0]
+
+    def scored(batch: Any, patch: Patch | None = None) -> float:  # one "evaluate" event per score
+        if progress and not done[0]:
+            progress(Progress("evaluate", 0, 5))
+        value = accuracy(model, task, batch, patch)
+        done[0] += 1
+        if progress:
+            progress(Progress("evaluate", done[0], 5))
+        return value
+
     result = FunctionVector(
         model=model.name, fingerprint=model.fingerprint, task=task.name, layer=layer, heads=heads,
         vector=vector, cie=cie.detach().float().cpu(),
-        zero_shot=accuracy(model, task, zs), zero_shot_fv=accuracy(model, task, zs, fv_patch),
-        shuffled=accuracy(model, task, shuf), shuffled_fv=accuracy(model, task, shuf, fv_patch),
-        icl=accuracy(model, task, icl), shots=shots, n_queries=len(zs), n_mean_prompts=means.count,
+        zero_shot=scored(zs), zero_shot_fv=scored(zs, fv_patch),
+        shuffled=scored(shuf), shuffled_fv=scored(shuf, fv_patch),
+        icl=scored(icl), shots=shots, n_queries=len(zs), n_mean_prompts=means.count,
         n_cie_prompts=n_cie_prompts, forward_passes=fp + 2, seconds=0.0, layer_accuracy=layer_acc, seed=seed,
     )
     result.seconds = time.perf_counter() - t0

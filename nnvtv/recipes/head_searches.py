@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -10,6 +11,7 @@ from typing import Any
 from nnvtv.errors import ConfigError
 from nnvtv.find import SearchResult, find
 from nnvtv.model import Model
+from nnvtv.progress import ProgressArg, with_progress
 from nnvtv.recipes.common import GROUP, check_text_model
 from nnvtv.tasks import Task
 
@@ -49,6 +51,7 @@ class SearchSummary:
         return asdict(self)
 
 
+@with_progress
 def head_search(
     model: Model,
     task: Task | str,
@@ -57,6 +60,7 @@ def head_search(
     budget: int = 256,
     seed: int = 0,
     options: dict[str, dict[str, Any]] | None = None,
+    progress: ProgressArg = None,
     **find_options: Any,
 ) -> list[SearchSummary]:
     """Head-level search (group ``last``, mean replacement) with each strategy at ``budget``.
@@ -65,6 +69,8 @@ def head_search(
         strategies: strategy names, each run once through :func:`nnvtv.find`.
         budget: forward passes (candidate site sets) per strategy.
         options: per-strategy options, ``{"greedy": {"candidates": 32}}``.
+        progress: ``None`` (default: one progress display), ``False``, ``True`` or a callback
+            of :class:`~nnvtv.progress.Progress` events, each labelled with its strategy.
         **find_options: passed to :func:`nnvtv.find` (``shots``, ``n_mean_prompts``, ``sites`` as
             an explicit :class:`SiteSpace` ...).
     """
@@ -77,6 +83,7 @@ def head_search(
         kw = {"sites": "head", "groups": [GROUP], **find_options, **opts}
         if not isinstance(kw["sites"], str):
             kw.pop("groups", None)  # an explicit SiteSpace already names its groups
-        res = find(model, task, strategy=name, budget=budget, seed=seed, **kw)
+        labelled = (lambda p, name=name: progress(dataclasses.replace(p, label=name))) if progress else False
+        res = find(model, task, strategy=name, budget=budget, seed=seed, progress=labelled, **kw)
         out.append(SearchSummary.from_result(res))
     return out

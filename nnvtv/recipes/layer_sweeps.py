@@ -21,6 +21,7 @@ from nnvtv.checks import positive_int
 from nnvtv.errors import ConfigError
 from nnvtv.model import Model
 from nnvtv.patching import Patch
+from nnvtv.progress import Progress, ProgressArg, with_progress
 from nnvtv.recipes.common import (
     GROUP,
     RESULT_FIELDS,
@@ -143,6 +144,7 @@ class LayerSweep:
         return cls(means=tensors["means"], **info)
 
 
+@with_progress
 def layer_sweep(
     model: Model,
     task: Task | str,
@@ -154,6 +156,7 @@ def layer_sweep(
     seed: int = 0,
     max_rows: int = 256,
     means: Means | None = None,
+    progress: ProgressArg = None,
 ) -> LayerSweep:
     """Replace the last-token residual of held-out zero-shot queries by its ICL mean, per layer.
 
@@ -167,6 +170,9 @@ def layer_sweep(
         seed: seeds the split and the prompts.
         max_rows: rows per batched forward (memory bound).
         means: precomputed :class:`Means` covering the layer sites (skips collection).
+        progress: ``None`` (default: a progress display), ``False`` (silent), ``True`` or a
+            callback of :class:`~nnvtv.progress.Progress` events: ``means``, ``layers`` (one
+            batched run: 0, then all), ``evaluate`` (the two baselines); see :mod:`nnvtv.progress`.
     """
     t0 = time.perf_counter()
     check_text_model(model)
@@ -175,17 +181,28 @@ def layer_sweep(
     space = model.sites("layer", layers=layers, groups=[GROUP])
     if means is None:
         positive_int("n_mean_prompts", n_mean_prompts)
-        means = icl_means(model, task, space, shots=shots, n_prompts=n_mean_prompts, seed=seed)
+        means = icl_means(model, task, space, shots=shots, n_prompts=n_mean_prompts, seed=seed, progress=progress or False)
     split = task.split(seed)
     queries = split.test if n_queries is None else split.test[: positive_int("n_queries", n_queries)]
     zs = task.zero_shot(model, queries)
     icl = task.icl(model, queries, split.train, shots=shots, seed=seed + 1)
+    if progress:
+        progress(Progress("layers", 0, len(space)))
     acc = masked_accuracy(model, task, zs, means, space, "replace", max_rows)
+    if progress:
+        progress(Progress("layers", len(space), len(space)))
+        progress(Progress("evaluate", 0, 2))
+    zero_shot = accuracy(model, task, zs)
+    if progress:
+        progress(Progress("evaluate", 1, 2))
+    icl_accuracy = accuracy(model, task, icl)
+    if progress:
+        progress(Progress("evaluate", 2, 2))
     return LayerSweep(
         model=model.name, fingerprint=model.fingerprint, task=task.name,
         layers=[s.layer for s in space], accuracy=acc,
         means=torch.stack([means[s][0] for s in space]),
-        zero_shot=accuracy(model, task, zs), icl=accuracy(model, task, icl),
+        zero_shot=zero_shot, icl=icl_accuracy,
         shots=shots, n_queries=len(zs), n_mean_prompts=means.count,
         forward_passes=len(space), example_forwards=len(space) * len(zs),
         seconds=time.perf_counter() - t0, seed=seed,
