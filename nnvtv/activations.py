@@ -27,6 +27,7 @@ from nnvtv.patching import Patch
 from nnvtv.progress import Progress, ProgressArg, ProgressSink, with_progress
 from nnvtv.sites import Site, SiteSpace
 from nnvtv.tracing import Visit, group_sites, read_heads, where_of
+from nnvtv.views import MeansView
 
 if TYPE_CHECKING:
     from nnvtv.model import Model
@@ -47,7 +48,7 @@ MEANS_SCHEMA = store.Schema(
 )
 
 
-class Means(Mapping[Site, torch.Tensor]):
+class Means(MeansView, Mapping[Site, torch.Tensor]):
     """Per-site mean activations ``{site: FloatTensor[positions_in_group, width]}``.
 
     Attributes:
@@ -116,9 +117,6 @@ class Means(Mapping[Site, torch.Tensor]):
         info, tensors = store.load(Path(path).with_suffix(""), MEANS_SCHEMA)
         values = {Site.parse(n): tensors[n] for n in info["sites"]}
         return cls(values, count=info["count"], fingerprint=info["fingerprint"], meta=info["meta"])
-
-    def __repr__(self) -> str:
-        return f"Means({len(self)} sites, count={self.count}, model={self.fingerprint})"
 
 
 def _float64_sum(values: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,7 @@ from nnvtv.sites import Site
 from nnvtv.tasks import Task
 from nnvtv.tasks import get as get_task
 from nnvtv.vector import TaskVector
+from nnvtv.views import ComparisonView
 
 __all__ = ["Comparison", "RunSummary", "compare", "depth_profile", "jaccard"]
 
@@ -145,8 +146,8 @@ class RunSummary:
         return sum(d * k for d, k in picked) / n if n else None
 
 
-@dataclass
-class Comparison:
+@dataclass(repr=False)
+class Comparison(ComparisonView):
     """What :func:`compare` returns (and :meth:`load` reads back).
 
     Attributes:

@@ -36,6 +36,7 @@ from nnvtv.tasks import Task, TaskBatch
 from nnvtv.tasks import get as get_task
 from nnvtv.tasks.base import cycle
 from nnvtv.vector import TaskVector
+from nnvtv.views import ScoresView, SearchResultView
 
 __all__ = ["find", "SearchResult", "Progress", "evaluate", "Scores", "check_find", "check_fit", "ICL_MARGIN", "ZERO_SHOT_SOLVED"]
 
@@ -54,8 +55,8 @@ ICL_MARGIN = 0.1
 ZERO_SHOT_SOLVED = 0.9
 
 
-@dataclass
-class Scores:
+@dataclass(repr=False)
+class Scores(ScoresView):
     """Held-out scores of one task on one model (task metric, e.g. accuracy).
 
     Attributes:
@@ -180,8 +181,8 @@ def _dropped_warning(model: Model, dropped: int, shots: int, n_prompts: int) -> 
     )
 
 
-@dataclass
-class SearchResult:
+@dataclass(repr=False)
+class SearchResult(SearchResultView):
     """What :func:`find` returns.
 
     Attributes:

@@ -388,6 +388,12 @@ class Model:
         ]
         return f"nnvtv.Model({self.name!r}, adapter={self.adapter.name!r}; " + "; ".join(parts) + ")"
 
+    def _repr_html_(self) -> str | None:
+        """Jupyter: the streams as a table (layers, heads, widths, token groups), adapter, fingerprint."""
+        from nnvtv.display_html import model_html
+
+        return model_html(self)
+
 
 def _folding_reader(positions: dict[str, torch.Tensor]) -> Any:
     """A reader returning the module value folded to ``[batch, pos, width]`` and the groups'

@@ -24,6 +24,7 @@ from typing import overload
 import torch
 
 from nnvtv.errors import ShapeMismatchError, SiteError
+from nnvtv.views import SiteSpaceView
 
 __all__ = ["Site", "SiteSpace"]
 
@@ -76,7 +77,7 @@ class Site:
         )
 
 
-class SiteSpace(Sequence[Site]):
+class SiteSpace(SiteSpaceView, Sequence[Site]):
     """An ordered, immutable list of distinct sites; masks index into it.
 
     Order is stable: streams in model order, then layer, then head, then group (exactly

@@ -23,6 +23,7 @@ from nnvtv.errors import ShapeMismatchError, UnknownTaskError
 from nnvtv.fingerprint import check_fingerprint
 from nnvtv.patching import MODES, Patch
 from nnvtv.sites import Site, SiteSpace
+from nnvtv.views import TaskVectorView
 
 if TYPE_CHECKING:
     from nnvtv.model import Model
@@ -69,8 +70,8 @@ SCHEMA = store.Schema(
 )
 
 
-@dataclass
-class TaskVector:
+@dataclass(repr=False)
+class TaskVector(TaskVectorView):
     """Sites + values (``[positions_in_group, width]`` each) + provenance.
 
     Attributes:
@@ -208,9 +209,6 @@ class TaskVector:
             meta=info["meta"],
             task_data=info["task_data"],
         )
-
-    def __repr__(self) -> str:
-        return f"TaskVector({len(self)} sites, model={self.model!r}, task={self.task!r}, strategy={self.strategy!r}, mode={self.mode!r})"
 
 
 def check_applicable(

@@ -44,6 +44,7 @@ from nnvtv.tasks import Task
 from nnvtv.tasks import get as get_task
 from nnvtv.tasks.base import cycle
 from nnvtv.vector import check_applicable
+from nnvtv.views import FunctionVectorView
 
 __all__ = ["FunctionVector", "causal_indirect_effects", "function_vector", "head_vector"]
 
@@ -150,8 +151,8 @@ SCHEMA = store.Schema(
 )
 
 
-@dataclass
-class FunctionVector:
+@dataclass(repr=False)
+class FunctionVector(FunctionVectorView):
     """A function vector: top-``k`` CIE heads' mapped means, summed, added at ``layer``.
 
     Attributes:

@@ -35,6 +35,7 @@ from nnvtv.sites import Site
 from nnvtv.tasks import Task
 from nnvtv.tasks import get as get_task
 from nnvtv.vector import check_applicable
+from nnvtv.views import LayerSweepView
 
 __all__ = ["LayerSweep", "layer_sweep"]
 
@@ -68,8 +69,8 @@ SCHEMA = store.Schema(
 )
 
 
-@dataclass
-class LayerSweep:
+@dataclass(repr=False)
+class LayerSweep(LayerSweepView):
     """Residual-replacement task vector (Hendel et al.) at every layer.
 
     Attributes:
