@@ -345,6 +345,10 @@ def reporting(progress: ProgressArg = None, *, events: bool = True) -> Iterator[
     not take :class:`Progress` events (``compare``'s ``(label, event)``, ``mean_activations``'
     row counts), so nested calls are not sent to it.
     """
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        from nnvtv.errors import ConfigError
+
+        raise ConfigError(f"progress must be None, True, False or a callable, got {progress!r}")
     outer = _current.get()
     owned: ProgressSink | None = None
     given: Any

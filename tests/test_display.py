@@ -168,6 +168,8 @@ def test_progress_off_by_environment_unless_asked(model, capsys, monkeypatch):
     assert capsys.readouterr() == ("", "")
     nnvtv.evaluate(model, TASK, progress=True)
     assert "held-out scores: 2/2" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="progress must be"):
+        nnvtv.evaluate(model, TASK, progress="yes")
 
 
 def test_progress_callable_receives_the_events_in_order(model):
