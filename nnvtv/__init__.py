@@ -24,6 +24,7 @@ from nnvtv.catalog import list_models, load, register_model
 from nnvtv.compare import Comparison, compare
 from nnvtv.find import Scores, SearchResult, evaluate, find
 from nnvtv.inputs import ModelInputs
+from nnvtv.learned import LearnResult, learn
 from nnvtv.model import Model
 from nnvtv.patching import Patch, run_masks
 from nnvtv.sites import Site, SiteSpace
@@ -36,6 +37,7 @@ __all__ = [
     "AdapterDiscovery",
     "AdapterSpec",
     "Comparison",
+    "LearnResult",
     "Means",
     "Model",
     "ModelIO",
@@ -51,6 +53,7 @@ __all__ = [
     "errors",
     "evaluate",
     "find",
+    "learn",
     "find_adapter",
     "list_adapters",
     "list_discoveries",

@@ -4,6 +4,8 @@
     nnvtv find --model toy-text --task toy-successor --strategy greedy --budget 2000 --out runs/x
     nnvtv find --task my_pairs.json --out runs/mine  # a word-pair file of your own
     nnvtv evaluate --vector runs/x                 # re-evaluate a saved vector (its task travels with it)
+    nnvtv learn --vector runs/x --steps 200 --out runs/x-learned   # train the vector's values (learned task vector)
+    nnvtv learn --model toy-text --task toy-perm_a --layer 1       # or one residual layer's
     nnvtv models | nnvtv tasks [--model NAME]
     nnvtv train-toy text --out DIR
 
@@ -192,6 +194,10 @@ def find(
     sites: Annotated[str, typer.Option(help="head | layer")] = "head",
     sparsity: Annotated[float | None, typer.Option(help="loss penalty per selected site (>= 0)",
                                                    show_default=_catalogue_default("sparsity", "0"))] = None,
+    mean_prompts: Annotated[str, typer.Option(help="random | best: the means average random ICL prompts, or the best of "
+                                                   "--mean-candidates by their own task loss (the visual task-vector recipe)")] = "random",
+    mean_candidates: Annotated[int | None, typer.Option(help="ICL prompts scored for --mean-prompts best (>= 64)",
+                                                        show_default="8 x 64")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="write the task vector, figures and results.json (last) here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON on stdout")] = False,
     remote: Annotated[bool, typer.Option("--remote", help="run on NDIF: --model is a hub id (needs NDIF_API_KEY)")] = False,
@@ -209,13 +215,14 @@ def find(
                 f"--shots must be >= 1, got {shots}: ICL with 0 demonstrations is the zero-shot prompt, and a task "
                 "vector is the mean over prompts with demonstrations"
             )
+        _check_mean_prompts(mean_prompts, mean_candidates)
         task_obj = nnvtv.tasks.get(task) if task is not None else None
         if task_obj is not None and not remote:
             _check_model_task(model, task_obj)
         with RichBar(err) as on_progress:  # the same Progress events as in Python (nnvtv.progress)
             m = nnvtv.wrap(model, remote=True) if remote else nnvtv.load(model, device=device, dtype=dtype)
             result = run_find(m, task_obj, strategy=strategy, budget=budget, seed=seed, shots=shots, sites=sites, sparsity=sparsity,
-                              progress=on_progress)  # fmt: skip
+                              mean_prompts=mean_prompts, mean_candidates=mean_candidates, progress=on_progress)  # fmt: skip
     except NnvtvError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -246,6 +253,17 @@ def find(
     _print_warnings(result.warnings)
     if out_dir is not None:
         out.print(f"wrote {out_dir}/: {', '.join(written)}", soft_wrap=True)
+
+
+def _check_mean_prompts(mean_prompts: str | None, mean_candidates: int | None) -> None:
+    """``--mean-prompts`` / ``--mean-candidates``, named as typed."""
+    from nnvtv.mean_prompts import MEAN_PROMPTS
+
+    if mean_prompts is not None and mean_prompts not in MEAN_PROMPTS:
+        raise ConfigError(f"--mean-prompts must be one of {', '.join(MEAN_PROMPTS)}; got {mean_prompts!r}")
+    _at_least("--mean-candidates", mean_candidates, 1, "ICL prompts scored to choose the best")
+    if mean_candidates is not None and mean_prompts != "best":
+        raise ConfigError("--mean-candidates only applies with --mean-prompts best (the candidates the best prompts are chosen from)")
 
 
 def _write_find(model: Any, result: Any, data: dict[str, Any], out_dir: Path, seed: int) -> list[str]:
@@ -506,6 +524,92 @@ def compare(
         out.print(f"no transfer {key}: {note}")
     if out_dir is not None:
         out.print(f"wrote {out_dir}/: compare.json, compare.png, vectors/")
+
+
+@app.command()
+def learn(
+    vector: Annotated[Path | None, typer.Option(help="a task vector folder (`nnvtv find --out`): learn values at its sites")] = None,
+    layer: Annotated[int | None, typer.Option(help="instead of --vector: learn the residual stream of this layer")] = None,
+    model: Annotated[str | None, typer.Option(help="catalogue name or local HF folder", show_default="the vector's, else toy-text")] = None,
+    task: Annotated[str | None, typer.Option(help="task name or word-pair JSON file", show_default="the vector's, else the model's default")] = None,
+    stream: Annotated[str | None, typer.Option(help="with --layer on a model of several streams (enc | dec)")] = None,
+    init: Annotated[str, typer.Option(help="mean | zeros: start from the extracted ICL means or from zeros")] = "mean",
+    mode: Annotated[str | None, typer.Option(help="replace | add", show_default="the vector's; add with --init zeros; else replace")] = None,
+    steps: Annotated[int | None, typer.Option(help="Adam steps (>= 1), each 3 forward-pass equivalents", show_default="100")] = None,
+    budget: Annotated[int | None, typer.Option(help="forward-pass equivalents to spend instead of --steps")] = None,
+    lr: Annotated[float, typer.Option(help="Adam step size in units of each site's mean RMS (> 0)")] = 0.05,
+    validation: Annotated[float, typer.Option(help="share of the train queries held out to choose the best step, in [0, 1)")] = 0.25,
+    patience: Annotated[int | None, typer.Option(help="stop after this many validation passes without improvement (>= 1)")] = None,
+    seed: Annotated[int | None, typer.Option(help="seeds the split and prompts (>= 0)", show_default="the vector's, else 0")] = None,
+    shots: Annotated[int | None, typer.Option(help="demonstrations per ICL prompt (>= 1)", show_default="the vector's, else the task's")] = None,
+    mean_prompts: Annotated[str | None, typer.Option(help="random | best (see `nnvtv find --help`)", show_default="the vector's, else random")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="write the learned task vector and results.json (last) here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print results as JSON on stdout")] = False,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
+) -> None:
+    """Learn a task vector: train the patched values by gradient descent (at a vector's sites or one layer)."""
+    import nnvtv
+
+    try:
+        if (vector is None) == (layer is None):
+            raise ConfigError("give --vector DIR (learn at a found vector's sites) or --layer L (one residual layer), exactly one")
+        if vector is not None and not vector.exists():
+            raise ConfigError(f"--vector {vector} does not exist; give a folder written by `nnvtv find --out`")
+        for flag, value, choices in (("--init", init, ("mean", "zeros")), ("--mode", mode, ("replace", "add"))):
+            if value is not None and value not in choices:
+                raise ConfigError(f"{flag} must be one of {', '.join(choices)}; got {value!r}")
+        _at_least("--steps", steps, 1, "Adam steps")
+        if steps is not None and budget is not None:
+            raise ConfigError(f"give --steps or --budget, not both (--steps {steps}, --budget {budget})")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"--lr must be a finite number > 0, got {lr}")
+        if not (math.isfinite(validation) and 0 <= validation < 1):
+            raise ConfigError(f"--validation must be in [0, 1) (a share of the train queries), got {validation}")
+        _at_least("--patience", patience, 1, "validation passes without improvement")
+        _at_least("--shots", shots, 1, "demonstrations per ICL prompt")
+        _check_mean_prompts(mean_prompts, None)
+        _check_common(budget=budget, seed=seed, out_dir=out_dir)
+        tv = nnvtv.TaskVector.load(vector) if vector is not None else None
+        task_obj = nnvtv.tasks.get(task) if task is not None else (tv.task_object() if tv is not None else None)
+        name = model or (tv.model if tv is not None else "toy-text")
+        if task_obj is not None:
+            _check_model_task(name, task_obj)
+        with RichBar(err) as on_progress:
+            m = nnvtv.load(name, device=device, dtype=dtype)
+            result = nnvtv.learn(m, task_obj, tv, layer=layer, stream=stream, init=init, mode=mode, steps=steps, budget=budget, lr=lr,
+                                 validation=validation, patience=patience, seed=seed, shots=shots, mean_prompts=mean_prompts,
+                                 progress=on_progress)  # fmt: skip
+        data = result.as_dict()
+        if out_dir is not None:
+            with _staged(out_dir, "results.json") as tmp:
+                result.task_vector.save(tmp)
+                (tmp / "results.json").write_text(json.dumps(data, indent=1))
+    except NnvtvError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(f"cannot write {out_dir}: {exc.strerror or exc}; {out_dir} was left as it was")
+    except KeyboardInterrupt:
+        _interrupted(out_dir)
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        return
+    s = result.scores
+    t = Table(title=f"{m.name} / {result.task.name}: {len(result.task_vector)} learned sites ({s.metric}, {s.n_queries} held-out queries)")
+    for col in ("", "held-out", "fit loss"):
+        t.add_column(col, justify="right" if col else "left")
+    fit = result.fit_loss
+    for label, score, loss in (("zero-shot", s.zero_shot, None), (f"ICL ({s.shots}-shot)", s.icl, None),
+                               ("extracted means", result.extracted_score, fit.get("extracted")),
+                               ("learned", s.task_vector, fit.get("learned"))):  # fmt: skip
+        t.add_row(label, f"{score:.3f}", "" if loss is None else f"{loss:.4g}")
+    out.print(t)
+    rec = result.task_vector.learned or {}
+    out.print(f"sites: {', '.join(data['sites'])}; {rec.get('steps')} steps (best {rec.get('best_step')}), "
+              f"{result.forward_passes} forward-pass equivalents, {rec.get('seconds', 0):.1f} s", soft_wrap=True)  # fmt: skip
+    _print_warnings(result.warnings)
+    if out_dir is not None:
+        out.print(f"wrote {out_dir}/: task_vector.safetensors, task_vector.json, results.json", soft_wrap=True)
 
 
 def _example_images(model: Any, result: Any, out_dir: Path, seed: int) -> bool:

@@ -23,18 +23,19 @@ from typing import Any
 import torch
 
 from nnvtv import catalog
-from nnvtv.activations import Means, mean_activations
+from nnvtv.activations import Means
 from nnvtv.checks import choice, int_at_least, number_in, positive_int
 from nnvtv.errors import ConfigError
+from nnvtv.mean_prompts import check_mean_prompts, icl_means
 from nnvtv.model import Model
 from nnvtv.objective import MaskObjective
 from nnvtv.patching import MODES, run_masks
 from nnvtv.progress import Progress, ProgressArg, with_progress
 from nnvtv.search import GRADIENT_ROW_COST, SearchProgress, SearchRun, run_search
 from nnvtv.sites import SiteSpace
+from nnvtv.surrogate import gradient_loss
 from nnvtv.tasks import Task, TaskBatch
 from nnvtv.tasks import get as get_task
-from nnvtv.tasks.base import cycle
 from nnvtv.vector import TaskVector
 from nnvtv.views import ScoresView, SearchResultView
 
@@ -371,6 +372,8 @@ def _prepare(
     max_rows: int | None,
     eval_every: int,
     strategy_options: dict[str, Any],
+    mean_prompts: str = "random",
+    mean_candidates: int | None = None,
 ) -> _Plan:
     """Every check :func:`find` makes before its first forward pass (see its docstring)."""
     model = _check_model(model)
@@ -388,7 +391,7 @@ def _prepare(
     if sparsity is not None:
         number_in("sparsity", sparsity, low=0.0)
     choice("mode", mode, MODES)
-    positive_int("n_mean_prompts", n_mean_prompts)
+    check_mean_prompts(mean_prompts, n_mean_prompts, mean_candidates)
     positive_int("max_rows", max_rows, allow_none=True)
     positive_int("eval_every", eval_every)
     if not isinstance(sites, SiteSpace):
@@ -444,7 +447,8 @@ def check_find(model: Model | str, task: Task | str | None = None, **options: An
     if isinstance(model, str):
         model = catalog.load(model)
     keys = {"strategy": "reinforce", "budget": None, "seed": 0, "shots": None, "sites": "head", "groups": None, "mode": "replace",
-            "sparsity": None, "n_mean_prompts": 64, "max_rows": None, "eval_every": 10}  # fmt: skip
+            "sparsity": None, "n_mean_prompts": 64, "max_rows": None, "eval_every": 10, "mean_prompts": "random",
+            "mean_candidates": None}  # fmt: skip
     given = {k: options.pop(k, v) for k, v in keys.items()}
     options.pop("progress", None)
     return _prepare(model, task, strategy_options=options, **given).task
@@ -467,6 +471,8 @@ def find(
     max_rows: int | None = None,
     eval_every: int = 10,
     progress: ProgressArg = None,
+    mean_prompts: str = "random",
+    mean_candidates: int | None = None,
     **strategy_options: Any,
 ) -> SearchResult:
     """Find a task vector for ``task`` inside ``model``.
@@ -488,6 +494,11 @@ def find(
         mode: ``"replace"`` (mean patching) or ``"add"``.
         sparsity: penalty per selected site added to the loss (default from the catalogue, else 0).
         n_mean_prompts: ICL prompts averaged into the means.
+        mean_prompts: which: ``"random"`` (default: demonstrations drawn at random) or
+            ``"best"`` (the visual task-vector recipe: the ``n_mean_prompts`` of
+            ``mean_candidates`` ICL prompts with the lowest task loss on their own train query;
+            see :mod:`nnvtv.mean_prompts`); recorded in the vector's meta.
+        mean_candidates: candidate prompts for ``"best"`` (default ``8 * n_mean_prompts``).
         max_rows: memory bound of one batched forward (candidates x queries); default from the
             free memory of the model's device (:func:`nnvtv.patching.auto_max_rows`).
         eval_every: search steps between held-out evaluations of the best mask.
@@ -509,7 +520,7 @@ def find(
     plan = _prepare(
         model, task, strategy=strategy, budget=budget, seed=seed, shots=shots, sites=sites, groups=groups, mode=mode,
         sparsity=sparsity, n_mean_prompts=n_mean_prompts, max_rows=max_rows, eval_every=eval_every,
-        strategy_options=strategy_options,
+        strategy_options=strategy_options, mean_prompts=mean_prompts, mean_candidates=mean_candidates,
     )  # fmt: skip
     task, budget, sparsity, shots, space, split = plan.task, plan.budget, plan.sparsity, plan.shots, plan.space, plan.split
     strategy_options = plan.strategy_options
@@ -517,19 +528,18 @@ def find(
 
     # 1. means over ICL prompts of train queries (built, and their length checked, before any forward)
     t = time.perf_counter()
-    icl_train = task.icl(model, cycle(split.train, n_mean_prompts, name="n_mean_prompts"), split.train, shots=shots, seed=seed)
     zs_train = task.zero_shot(model, split.train)
     zs_test = task.zero_shot(model, split.test)
 
-    def mean_progress(done: int) -> None:
+    def mean_progress(done: int, total: int) -> None:
         if progress:
-            progress(Progress("means", done, n_mean_prompts))
+            progress(Progress("means", done, total))
 
-    mean_progress(0)
-    means = mean_activations(
-        model, icl_train.chunks(64), space, progress=mean_progress,
-        meta={"task": task.name, "shots": shots, "n_prompts": n_mean_prompts, "seed": seed},
-    )
+    mean_progress(0, 0)  # the stage starts now (its total is known after choosing the prompts)
+    means, icl_train, mean_record = icl_means(
+        model, task, split, space, shots=shots, n_mean_prompts=n_mean_prompts, seed=seed,
+        mean_prompts=mean_prompts, mean_candidates=mean_candidates, progress=mean_progress,
+    )  # fmt: skip
     bad = [s for s in space if not bool(torch.isfinite(means[s]).all())]
     if bad:
         raise ConfigError(
@@ -539,7 +549,9 @@ def find(
     timings["means"] = time.perf_counter() - t
 
     # 2. objective on train queries, held-out score on test queries
-    objective = MaskObjective(model, zs_train.inputs, means, space, lambda out: task.loss(out, zs_train.targets), mode=mode, max_rows=max_rows)
+    grad_loss = gradient_loss(model, task, zs_train.targets)  # what gradient strategies differentiate
+    objective = MaskObjective(model, zs_train.inputs, means, space, lambda out: task.loss(out, zs_train.targets), mode=mode, max_rows=max_rows,
+                              gradient_loss=grad_loss)  # fmt: skip
 
     def heldout(mask: torch.Tensor) -> float:
         out = run_masks(model, zs_test.inputs, means, space, mask[None], mode=mode, max_rows=max_rows)
@@ -573,7 +585,8 @@ def find(
         probabilities=None if run.probabilities is None else [float(p) for p in run.probabilities],
         meta={
             "shots": shots, "seed": seed, "budget": budget, "sparsity": sparsity,
-            "forward_passes": run.forward_passes, "n_mean_prompts": n_mean_prompts,
+            "forward_passes": run.forward_passes, **mean_record,
+            **({"gradient_loss": grad_loss.as_dict()} if run.gradient_rows else {}),
             "strategy_options": {k: v for k, v in strategy_options.items() if _is_plain(v)},
         },
         task_data=task.to_dict(),

@@ -60,15 +60,15 @@ class GradientLoss:
     source: str
     description: str
 
-    def per_query(self, model: Model, inputs: ModelInputs, patch: Patch | None = None) -> torch.Tensor:
+    def per_query(self, model: Model, inputs: ModelInputs, patch: Patch | None = None, *, grad: bool = True) -> torch.Tensor:
         """``FloatTensor [N]``: the loss of each of ``inputs``' ``N`` rows under ``patch``, with
-        its autograd graph (``loss.sum().backward()`` fills the ``.grad`` of patch values that
-        require grad). One traced forward (gradients are refused on remote models)."""
+        its autograd graph when ``grad`` (``loss.sum().backward()`` fills the ``.grad`` of patch
+        values that require grad). One traced forward (gradients are refused on remote models)."""
         if self.output_fn is not None:
-            out = model.run(inputs, patch, readout=False, grad=True)
+            out = model.run(inputs, patch, readout=False, grad=grad)
             values = self.output_fn(out, inputs)
         else:
-            values = model.run(inputs, patch, readout=True, grad=True)
+            values = model.run(inputs, patch, readout=True, grad=grad)
         losses = self.loss_fn(values[None])
         n = inputs.batch_size
         if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (1, n):

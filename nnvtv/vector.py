@@ -64,6 +64,7 @@ SCHEMA = store.Schema(
         "probabilities": store.Field(store.nullable(store.list_of(store.NUMBER)), default=None),
         "meta": store.Field(store.ANY_DICT, default={}),
         "task_data": store.Field(store.nullable(store.ANY_DICT), default=None),
+        "learned": store.Field(store.nullable(store.ANY_DICT), default=None),  # written only for learned vectors
     },
     tensors=store.Tensors(listed_in="sites", ndim=2),  # one [positions_in_group, width] per site
     check=_consistent,
@@ -87,6 +88,9 @@ class TaskVector(TaskVectorView):
         meta: everything else (shots, seed, budget, forward passes, means count ...).
         task_data: the task written down (:meth:`nnvtv.tasks.Task.to_dict`: a word-pair task's
             pairs, options, source file and hash), or ``None`` when it is found by name.
+        learned: for a learned task vector (:func:`nnvtv.learn`, ``strategy="learned"``) its
+            training record (steps, lr, init, losses, forward passes, seconds, the extracted
+            means' held-out score); ``None`` for values that are extracted means.
     """
 
     values: dict[Site, torch.Tensor]
@@ -100,6 +104,12 @@ class TaskVector(TaskVectorView):
     probabilities: list[float] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     task_data: dict[str, Any] | None = None
+    learned: dict[str, Any] | None = None
+
+    @property
+    def is_learned(self) -> bool:
+        """Whether the values were trained (:func:`nnvtv.learn`) rather than averaged."""
+        return self.learned is not None
 
     @property
     def sites(self) -> list[Site]:
@@ -180,6 +190,8 @@ class TaskVector(TaskVectorView):
             "meta": self.meta,
             "task_data": self.task_data,
         }
+        if self.learned is not None:  # absent otherwise, so older nnvtv reads every other vector
+            info["learned"] = self.learned
         tensors = {str(s): v.detach().to(torch.float32) for s, v in self.values.items()}
         store.save(d / STEM, SCHEMA, info, tensors)
         return d
@@ -208,6 +220,7 @@ class TaskVector(TaskVectorView):
             probabilities=info["probabilities"],
             meta=info["meta"],
             task_data=info["task_data"],
+            learned=info["learned"],
         )
 
 
