@@ -149,9 +149,10 @@ def _of_icl(scores: dict[str, Any]) -> str:
 def task_vector_repr(v: Any) -> str:
     """``TaskVector(toy-text / toy-perm_c: 4 sites L1.H0-H3@last, replace, 1.00 of ICL)``."""
     sites = list(field_of(v, "values", None) or {})
+    learned = ", learned values" if field_of(v, "learned") else ""
     return (
         f"TaskVector({_model_task(field_of(v, 'model'), field_of(v, 'task'))}: {len(sites)} sites {compact_sites(sites, 60)}, "
-        f"{field_of(v, 'mode', '?')}{_of_icl(field_of(v, 'scores') or {})})"
+        f"{field_of(v, 'mode', '?')}{learned}{_of_icl(field_of(v, 'scores') or {})})"
     )
 
 

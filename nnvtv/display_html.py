@@ -86,6 +86,9 @@ def task_vector_html(v: Any) -> str:
         ["model", f"{field_of(v, 'model', '?')} (fingerprint {str(field_of(v, 'fingerprint', '?'))[:16]})"],
     ]
     facts += [[k, str(meta[k])] for k in ("shots", "seed", "budget", "forward_passes", "n_mean_prompts") if k in meta]
+    learned = field_of(v, "learned")
+    if isinstance(learned, dict) and learned:  # a learned vector's training record (nnvtv.learn)
+        facts.append(["learned", ", ".join(f"{k} {x}" for k, x in learned.items() if isinstance(x, (str, int, float, bool)))])
     title = f"TaskVector: {esc(field_of(v, 'model', '?'))} / {esc(field_of(v, 'task', '?'))}"
     metric = esc(scores.get("metric", "score"))
     parts = [table(rows, ["", f"held-out {metric}"]) if rows else "", table(facts), warnings_html(scores.get("warnings"))]

@@ -77,6 +77,9 @@ def test_reprs_are_short_informative_lines(result, comparison, sweep, fv, model)
     tv, s = result.task_vector, result.scores
     assert repr(tv).startswith(f"TaskVector(toy-text / {TASK}: {len(tv)} sites ")
     assert compact_sites(tv.sites, 60) in repr(tv) and "replace" in repr(tv) and "of ICL" in repr(tv)
+    learned = dataclasses.replace(tv)
+    learned.learned = {"steps": 7, "lr": 0.01, "losses": [1.0, 0.5]}  # a learned vector's record (nnvtv.learn)
+    assert "learned values" in repr(learned) and "steps 7, lr 0.01" in learned._repr_html_()
     r = repr(result)
     assert r.startswith(f"SearchResult(toy-text / {TASK}, greedy: task vector {s.task_vector:.3f} vs ICL {s.icl:.3f}")
     assert f"{len(tv)} of {len(result.space)} sites" in r and f"{result.forward_passes} passes" in r
