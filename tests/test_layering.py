@@ -11,10 +11,11 @@
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
 
 import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11 (pyproject checks only)
 
 REPO = Path(__file__).resolve().parents[1]
 ROOTS = {"nnvtv": REPO / "nnvtv", "nnvtv.adapters": REPO / "adapters"}

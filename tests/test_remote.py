@@ -16,8 +16,8 @@ from nnsight import NNsight
 import nnvtv
 from nnvtv.errors import ConfigError, RemoteError
 from nnvtv.model import Model
-from nnvtv.tracing.remote import errors_as_remote_error
 from nnvtv.tasks import WordPairTask
+from nnvtv.tracing.remote import errors_as_remote_error
 
 FORMAT = {"demo": "{input} w39 {output}", "query": "{input} w39", "separator": " w38 "}
 TASK = WordPairTask("w-shift", [(f"w{i}", f"w{i + 20}") for i in range(16)], default_shots=2)
