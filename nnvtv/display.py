@@ -14,9 +14,10 @@ import functools
 import html
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from nnvtv.sites import Site
+if TYPE_CHECKING:  # sites are only read (layer, head, group, stream)
+    from nnvtv.sites import Site
 
 __all__ = ["compact_sites", "never_raises"]
 

@@ -26,10 +26,9 @@ import numpy as np
 from matplotlib.figure import Figure as _MplFigure
 from matplotlib.patches import Rectangle
 
-from nnvtv.sites import Site, SiteSpace
-
 if TYPE_CHECKING:
     from nnvtv.find import SearchResult
+    from nnvtv.sites import Site, SiteSpace
     from nnvtv.vector import TaskVector
 
 __all__ = [

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from nnvtv.errors import EmptyDataError, ShapeMismatchError
 from nnvtv.figures import Figure, save_figure
-from nnvtv.recipes.function_vectors import FunctionVector
-from nnvtv.recipes.layer_sweeps import LayerSweep
-from nnvtv.sites import Site
+
+if TYPE_CHECKING:  # the figures read the results' fields only (the results' own plot() call here)
+    from nnvtv.recipes.function_vectors import FunctionVector
+    from nnvtv.recipes.layer_sweeps import LayerSweep
+    from nnvtv.sites import Site
 
 __all__ = ["plot_cie", "plot_layer_sweep", "layer_sweep_figure", "cie_figure", "function_vector_figure"]
 
@@ -46,7 +49,7 @@ def draw_layer_sweep(ax: object, sweeps: Sequence[LayerSweep], fvs: Sequence[Fun
 def layer_sweep_figure(sweeps: LayerSweep | Sequence[LayerSweep], *, fvs: Sequence[FunctionVector] = ()) -> Figure:
     """Held-out accuracy against layer, one line per task; the ICL accuracy of each task marked
     on the right edge (``<``); dotted, if ``fvs`` are given: the function vector added there."""
-    sweeps = [sweeps] if isinstance(sweeps, LayerSweep) else list(sweeps)
+    sweeps = list(sweeps) if isinstance(sweeps, Sequence) else [sweeps]
     if not sweeps:
         raise EmptyDataError("plot_layer_sweep needs at least one LayerSweep")
     fig = Figure(figsize=(7, 4), layout="constrained")
