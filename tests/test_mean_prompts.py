@@ -14,7 +14,12 @@ import nnvtv
 from nnvtv.activations import mean_activations
 from nnvtv.cli import app
 from nnvtv.errors import ConfigError
-from nnvtv.mean_prompts import CANDIDATES_PER_PROMPT, check_mean_prompts, icl_means, mean_prompt_batch
+from nnvtv.mean_prompts import (
+    CANDIDATES_PER_PROMPT,
+    check_mean_prompts,
+    icl_means,
+    mean_prompt_batch,
+)
 from nnvtv.tasks.base import cycle
 
 
