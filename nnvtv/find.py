@@ -25,7 +25,7 @@ import torch
 from nnvtv import catalog
 from nnvtv.activations import Means
 from nnvtv.checks import choice, int_at_least, number_in, positive_int
-from nnvtv.errors import ConfigError
+from nnvtv.errors import ConfigError, RemoteError
 from nnvtv.mean_prompts import check_mean_prompts, icl_means
 from nnvtv.model import Model
 from nnvtv.objective import MaskObjective
@@ -430,6 +430,11 @@ def _prepare(
         if hasattr(probe, "plan_budget"):
             probe.plan_budget(budget)  # a gradient strategy says when the budget pays for no step
         population = int(probe.population_size)
+        if getattr(probe, "needs_gradients", False) and model.remote:
+            raise RemoteError(
+                f"strategy {strategy!r} backpropagates through patched forwards, and nnvtv runs no gradients through "
+                "a remote (NDIF) trace; search a remote model with reinforce, greedy, cmaes or ranking, or load it locally"
+            )
         if getattr(probe, "needs_gradients", False):
             population = max(population, GRADIENT_ROW_COST)  # its first step: one gradient row or more
         if population > budget:

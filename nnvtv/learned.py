@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from nnvtv import catalog
-from nnvtv.errors import ConfigError
+from nnvtv.errors import ConfigError, RemoteError
 from nnvtv.find import (
     Scores,
     SearchResult,
@@ -219,6 +219,11 @@ def learn(
     if isinstance(model, str):
         model = catalog.load(model)
     model = _check_model(model)
+    if model.remote:
+        raise RemoteError(
+            "learned task vectors backpropagate into the patched values, and nnvtv runs no gradients through a remote "
+            "(NDIF) trace; load the model locally (nnvtv.load) to learn a vector, then use it anywhere"
+        )
     given = dict(start=start, layer=layer, stream=stream, groups=groups, init=init, mode=mode, steps=steps, budget=budget,
                  lr=lr, validation=validation, eval_every=eval_every, patience=patience, seed=seed, shots=shots,
                  n_mean_prompts=n_mean_prompts, mean_prompts=mean_prompts, mean_candidates=mean_candidates)  # fmt: skip

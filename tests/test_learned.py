@@ -178,3 +178,21 @@ def test_cli_learn(tmp_path):
         assert res.exit_code == 2, (args, res.output)
         lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and match in lines[0], (args, res.stderr)
+
+
+def test_gradient_work_on_a_remote_model_is_refused_before_any_request(kit, tokenizer):
+    """nnvtv runs no gradients through a remote (NDIF) trace: gradient strategies and learned
+    vectors say so before the means are collected (nnsight's local emulation of the remote path)."""
+    from nnvtv.errors import RemoteError
+    from nnvtv.tasks import WordPairTask
+
+    fmt = {"demo": "{input} w39 {output}", "query": "{input} w39", "separator": " w38 "}
+    task = WordPairTask("w-shift", [(f"w{i}", f"w{i + 20}") for i in range(16)], default_shots=2)
+    remote = nnvtv.wrap(kit.FAMILIES["gpt2"].build(0), tokenizer, meta={"prompt_format": fmt}, remote="local")
+    before = remote.remote_requests
+    for strategy in ("attribution", "gradient"):
+        with pytest.raises(RemoteError, match="no gradients through a remote"):
+            nnvtv.find(remote, task, strategy=strategy, budget=64, n_mean_prompts=8)
+    with pytest.raises(RemoteError, match="no gradients through a remote"):
+        nnvtv.learn(remote, task, layer=0, steps=2)
+    assert remote.remote_requests == before
