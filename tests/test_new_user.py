@@ -93,7 +93,9 @@ def no_forward(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a forward pass ran before the arguments were checked")
 
-    monkeypatch.setattr(find_mod, "mean_activations", refuse)
+    import nnvtv.mean_prompts
+
+    monkeypatch.setattr(nnvtv.mean_prompts, "mean_activations", refuse)  # where find collects its means
     monkeypatch.setattr(nnvtv.Model, "run", refuse)
 
 
@@ -328,14 +330,16 @@ def test_nan_vector_file_is_refused(tmp_path, small_result):
 
 
 def test_non_finite_means_stop_the_search_before_it_starts(toy, monkeypatch):
-    original = find_mod.mean_activations
+    import nnvtv.mean_prompts
+
+    original = nnvtv.mean_prompts.mean_activations
 
     def poisoned(*args, **kwargs):
         means = original(*args, **kwargs)
         next(iter(means.values())).fill_(float("inf"))
         return means
 
-    monkeypatch.setattr(find_mod, "mean_activations", poisoned)
+    monkeypatch.setattr(nnvtv.mean_prompts, "mean_activations", poisoned)
     monkeypatch.setattr(find_mod, "run_search", lambda *a, **k: pytest.fail("the search ran on non-finite means"))
     with pytest.raises(ConfigError, match="NaN or infinite"):
         nnvtv.find(toy, "toy-perm_c", n_mean_prompts=4)
