@@ -187,7 +187,7 @@ def test_cli_find_writes_the_image_grid(tmp_path):
     assert data["model"] == "toy-visual" and data["scores"]["metric"] == "iou"
     again = runner.invoke(app, ["evaluate", "--vector", str(tmp_path), "--json"])
     assert again.exit_code == 0, again.output
-    assert json.loads(again.output)["scores"]["task_vector"] == pytest.approx(data["scores"]["task_vector"])
+    assert json.loads(again.stdout)["scores"]["task_vector"] == pytest.approx(data["scores"]["task_vector"])
 
 
 def test_weights_dir_is_the_model_folder_or_one_that_holds_it(tmp_path):
