@@ -97,6 +97,18 @@ class LearnResult:
     task: Task
     warnings: list[str] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        try:
+            tv, s = self.task_vector, self.scores
+            rec = tv.learned or {}
+            return (
+                f"LearnResult({tv.model} / {tv.task}: {len(tv)} site{'s' if len(tv) != 1 else ''}, held-out {s.metric} "
+                f"learned {s.task_vector:.3g} vs extracted {self.extracted_score:.3g} (ICL {s.icl:.3g}, zero-shot "
+                f"{s.zero_shot:.3g}), {rec.get('steps')} steps, {self.forward_passes} forward passes)"
+            )
+        except Exception:  # noqa: BLE001 - a repr never raises
+            return "LearnResult(...)"
+
     @property
     def fit_loss(self) -> dict[str, float]:
         """Loss on the fit queries: ``{"extracted": ..., "learned": ...}``."""

@@ -196,3 +196,9 @@ def test_gradient_work_on_a_remote_model_is_refused_before_any_request(kit, toke
     with pytest.raises(RemoteError, match="no gradients through a remote"):
         nnvtv.learn(remote, task, layer=0, steps=2)
     assert remote.remote_requests == before
+
+
+def test_learn_result_prints_in_one_line():
+    text = repr(_layer0())
+    assert text.startswith("LearnResult(toy-text / toy-perm_c: 1 site, held-out accuracy learned") and "\n" not in text
+    assert len(text) < 200
