@@ -40,20 +40,14 @@ import torch
 
 from nnvtv import catalog
 from nnvtv.errors import ConfigError, RemoteError
-from nnvtv.find import (
-    Scores,
-    SearchResult,
-    _check_model,
-    _check_shots,
-    check_fit,
-    evaluate,
-    score_batch,
-)
+from nnvtv.evaluation import check_fit, check_model, check_shots, evaluate, score_batch
+from nnvtv.find import SearchResult
 from nnvtv.learn_plan import LearnPlan, plan_learning, planned_cost
 from nnvtv.mean_prompts import icl_means
 from nnvtv.model import Model
 from nnvtv.patching import Patch
 from nnvtv.progress import Progress, ProgressArg, with_progress
+from nnvtv.scores import Scores
 from nnvtv.sites import Site
 from nnvtv.surrogate import gradient_loss
 from nnvtv.tasks import Task
@@ -230,7 +224,7 @@ def learn(
     t0 = time.perf_counter()
     if isinstance(model, str):
         model = catalog.load(model)
-    model = _check_model(model)
+    model = check_model(model)
     if model.remote:
         raise RemoteError(
             "learned task vectors backpropagate into the patched values, and nnvtv runs no gradients through a remote "
@@ -243,7 +237,7 @@ def learn(
     plan = plan_learning(model, task, vector, sites, given)
     task, split = plan.task, plan.split
     check_fit(model, task)
-    _check_shots(task, split, plan.shots, train_queries=True)
+    check_shots(task, split, plan.shots, train_queries=True)
     timings: dict[str, float] = {}
 
     # 1. the extracted means at these sites (the vector's own values when they are its means)
