@@ -450,7 +450,7 @@ def test_site_has_a_short_str_and_repr():
 
 @pytest.mark.parametrize("width", [40, 80])
 def test_models_and_tasks_never_cut_names(monkeypatch, width):
-    monkeypatch.setattr(cli, "out", Console(width=width))
+    monkeypatch.setattr(cli.common, "out", Console(width=width))
     res = runner.invoke(app, ["models"])
     assert res.exit_code == 0
     for e in nnvtv.list_models():

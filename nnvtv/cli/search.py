@@ -1,183 +1,34 @@
-"""The ``nnvtv`` command line (typer + rich).
-
-    nnvtv find                                   # toy-text, its default task, REINFORCE
-    nnvtv find --model toy-text --task toy-successor --strategy greedy --budget 2000 --out runs/x
-    nnvtv find --task my_pairs.json --out runs/mine  # a word-pair file of your own
-    nnvtv evaluate --vector runs/x                 # re-evaluate a saved vector (its task travels with it)
-    nnvtv learn --vector runs/x --steps 200 --out runs/x-learned   # train the vector's values (learned task vector)
-    nnvtv learn --model toy-text --task toy-perm_a --layer 1       # or one residual layer's
-    nnvtv models | nnvtv tasks [--model NAME]
-    nnvtv train-toy text --out DIR
-
-Every argument is checked before a model is loaded or run; a bad one, an unfit task, an
-interruption or a folder that cannot be written ends with one line on stderr and exit code 2.
-``--out`` folders are written through a temporary folder beside them and filled last with the
-file that marks a finished run (``results.json``, ``compare.json``), so an interrupted run never
-leaves a folder that reads as complete.
-"""
+"""``nnvtv find``, ``evaluate``, ``learn`` and ``compare``: searching, scoring and training task vectors."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
-from nnvtv.checks import writable_folder
+from nnvtv.cli.common import (
+    DEVICE_HELP,
+    DTYPE_HELP,
+    _at_least,
+    _catalogue_default,
+    _check_common,
+    _check_model_task,
+    _fail,
+    _int_list,
+    _interrupted,
+    _print_warnings,
+    _staged,
+    app,
+    err,
+    out,
+)
 from nnvtv.errors import ConfigError, NnvtvError
 from nnvtv.progress import RichBar
-
-err = Console(stderr=True)
-out = Console()
-
-# typer raises its own (vendored) click's exceptions: take the classes from typer itself
-_ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-
-
-class _OneLineErrors(typer.core.TyperGroup):
-    """Usage errors (an unknown option, a value of the wrong type) as one line on stderr with
-    exit code 2, like every other error of the command, instead of click's boxed usage text."""
-
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
-        try:
-            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
-        except _ClickException as exc:
-            if not standalone_mode:
-                raise
-            ctx = getattr(exc, "ctx", None)
-            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-            message = exc.format_message()  # type: ignore[attr-defined]
-            err.print(Text.assemble(("error: ", "bold red"), _one_line(message) + where), soft_wrap=True)
-            sys.exit(int(getattr(exc, "exit_code", 2)))
-        except typer.Abort:
-            if not standalone_mode:
-                raise
-            err.print(Text.assemble(("error: ", "bold red"), "interrupted"), soft_wrap=True)
-            sys.exit(2)
-        if not standalone_mode:
-            return rv
-        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
-
-
-app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=False,
-                  help="Find, measure and use task vectors in in-context models.")  # fmt: skip
-
-DEVICE_HELP = "auto (CUDA when available, else CPU) | cpu | cuda | cuda:N | mps"
-DTYPE_HELP = "auto (as stored) | float32 | bfloat16 | float16"
-SITES = ("head", "layer")
-
-
-def _catalogue_default(key: str, fallback: str) -> str:
-    """``--help`` text of a default that comes from the model's catalogue entry, e.g.
-    ``"the model's catalogue value: 2048 for toy-text, ...; 1024 for ...; else 4096"``."""
-    try:
-        from nnvtv.catalog import list_models
-
-        by_value: dict[Any, list[str]] = {}
-        for e in list_models():
-            if key in e.defaults:
-                by_value.setdefault(e.defaults[key], []).append(e.name)
-    except Exception:  # noqa: BLE001 - help text must never break the CLI
-        by_value = {}
-    listed = "; ".join(f"{v} for {', '.join(names)}" for v, names in by_value.items())
-    return f"the model's catalogue value: {listed}; else {fallback}" if listed else f"the model's catalogue value, else {fallback}"
-
-
-def _one_line(exc: BaseException | str) -> str:
-    return " ".join(str(exc).split())
-
-
-def _fail(exc: BaseException | str) -> NoReturn:
-    """One line on stderr (never wrapped, never read as markup), exit code 2."""
-    err.print(Text.assemble(("error: ", "bold red"), _one_line(exc)), soft_wrap=True)
-    raise typer.Exit(code=2)
-
-
-def _interrupted(out_dir: Path | None) -> NoReturn:
-    where = f"; {out_dir} was left as it was (nothing of this run was written there)" if out_dir is not None else ""
-    _fail(f"interrupted{where}")
-
-
-def _at_least(flag: str, value: int | None, minimum: int, what: str) -> None:
-    if value is not None and value < minimum:
-        raise ConfigError(f"{flag} must be >= {minimum} ({what}), got {value}")
-
-
-def _check_common(*, budget: int | None = None, seed: int | None = 0, strategy: str | None = None, sites: str | None = None,
-                  sparsity: float | None = None, out_dir: Path | None = None) -> None:  # fmt: skip
-    """The checks every search command shares, named as on the command line."""
-    _at_least("--budget", budget, 1, "forward passes the search may spend")
-    _at_least("--seed", seed, 0, "a non-negative integer")
-    if strategy is not None:
-        from nnvtv.search import list_strategies
-
-        names = list_strategies()
-        if strategy not in names:
-            raise ConfigError(f"--strategy must be one of {', '.join(names)}; got {strategy!r}")
-    if sites is not None and sites not in SITES:
-        raise ConfigError(f"--sites must be one of {', '.join(SITES)} (per-head outputs or whole-layer residual stream); got {sites!r}")
-    if sparsity is not None and not (math.isfinite(sparsity) and sparsity >= 0):
-        raise ConfigError(f"--sparsity must be a finite number >= 0 (loss penalty per selected site), got {sparsity}")
-    if out_dir is not None:
-        writable_folder("--out", out_dir)
-
-
-def _check_model_task(model: str, task: Any) -> None:
-    """Before loading: a catalogue model of another modality than the task is refused."""
-    from nnvtv.catalog import entry
-    from nnvtv.tasks import misfit_error
-
-    if entry(model) is not None:
-        problem = misfit_error(task, model)
-        if problem is not None:
-            raise problem
-
-
-@contextmanager
-def _staged(out_dir: Path, marker: str | None) -> Iterator[Path]:
-    """A temporary folder beside ``out_dir`` to write into; on success its files move into
-    ``out_dir`` (created if missing) with ``marker`` last, after any old ``marker`` was removed,
-    so ``out_dir`` reads as a finished run only once everything is in place. On any error or
-    interruption the temporary folder is removed and ``out_dir`` is left as it was."""
-    out_dir = out_dir.expanduser()
-    parent = out_dir.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.absolute().name or 'out'}.partial-", dir=parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the folder it becomes should not be
-    try:
-        yield tmp
-        if not out_dir.exists():
-            os.replace(tmp, out_dir)  # one rename: the folder appears complete
-            return
-        if marker is not None:
-            (out_dir / marker).unlink(missing_ok=True)
-        for entry in sorted(tmp.iterdir(), key=lambda e: e.name == marker):
-            dest = out_dir / entry.name
-            if dest.is_dir() and not dest.is_symlink():
-                shutil.rmtree(dest)
-            os.replace(entry, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@app.callback(invoke_without_command=True)
-def _main(ctx: typer.Context) -> None:
-    if ctx.invoked_subcommand is None:
-        err.print(ctx.get_help())
 
 
 @app.command()
@@ -284,11 +135,6 @@ def _write_find(model: Any, result: Any, data: dict[str, Any], out_dir: Path, se
     return written
 
 
-def _print_warnings(warnings: list[str]) -> None:
-    for w in warnings:
-        out.print(Text.assemble(("warning: ", "bold yellow"), w))
-
-
 @app.command()
 def evaluate(
     vector: Annotated[Path, typer.Option(help="directory written by `nnvtv find --out`")],
@@ -339,133 +185,6 @@ def evaluate(
         t.add_row(key.replace("_", " "), f"{getattr(scores, key):.3f}", "n/a" if saved is None else f"{saved:.3f}")
     out.print(t)
     _print_warnings(warnings)
-
-
-def _print_listing(title: str, columns: list[tuple[str, int]], rows: list[list[str]]) -> None:
-    """Print a listing so that no name is ever cut.
-
-    ``columns``: ``(header, min_width)``; ``min_width == 0`` marks a column of names, as wide
-    as its longest name; the others wrap (descriptions; lists of names, at their spaces, when
-    ``min_width`` is the longest name) and share what width is left, each at least its
-    ``min_width``. The table takes the console's width, or more when that is too narrow (a
-    narrow terminal, or 80 columns when piped): a name is never cut.
-    """
-    from rich.cells import cell_len
-
-    def longest(i: int, header: str) -> int:
-        return max([cell_len(header)] + [cell_len(r[i]) for r in rows])
-
-    widths = [longest(i, h) if m == 0 else m for i, (h, m) in enumerate(columns)]
-    frame = 3 * len(columns) + 1  # a space each side of every cell, and the borders
-    total = max(out.width, sum(widths) + frame)
-    spare = total - sum(widths) - frame
-    for i, (header, minimum) in enumerate(columns):  # wrapped columns grow, in order, up to their longest line
-        if minimum and spare > 0:
-            grow = min(spare, longest(i, header) - widths[i])
-            if grow > 0:
-                widths[i] += grow
-                spare -= grow
-    t = Table(title=title)
-    for (header, minimum), width in zip(columns, widths, strict=True):
-        t.add_column(header, width=width, no_wrap=minimum == 0, overflow="fold")
-    for row in rows:
-        t.add_row(*row)
-    if total <= out.width:
-        out.print(t)
-    else:  # Console.print never goes wider than its console: print through a wider one
-        Console(file=out.file, width=total, force_terminal=out.is_terminal, no_color=out.no_color).print(t)
-
-
-@app.command()
-def models() -> None:
-    """List models nnvtv can load by name."""
-    from nnvtv.catalog import list_models
-
-    rows = [
-        [e.name, e.modality, e.source, e.default_task, "" if e.max_shots is None else str(e.max_shots), e.description]
-        for e in list_models()
-    ]
-    columns = [("name", 0), ("modality", 0), ("source", 12), ("default task", 0), ("max shots", 0), ("description", 24)]
-    _print_listing("models", columns, rows)
-
-
-@app.command()
-def tasks(
-    model: Annotated[str | None, typer.Option(help="only the tasks that suit this model (catalogue name or local folder)")] = None,
-) -> None:
-    """List tasks (shipped word-pair files, visual tasks and the toy models' tasks)."""
-    from nnvtv.tasks import for_model, list_tasks
-
-    try:
-        if model is None:
-            listed = list_tasks()
-        else:
-            from nnvtv.catalog import entry
-
-            if entry(model) is not None:
-                listed = for_model(model)  # the catalogue entry says enough: nothing is loaded
-            else:
-                import nnvtv
-
-                listed = for_model(nnvtv.load(model))  # a folder: its tokenizer and modality decide
-    except NnvtvError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        _interrupted(None)
-    rows = [
-        [task.name, task.modality, task.metric, str(len(getattr(task, "pairs", ())) or ""),
-         ", ".join(getattr(task, "models", ())) or "any", task.description]
-        for task in listed
-    ]  # fmt: skip
-    longest_model = max([len("for models")] + [len(m) for task in listed for m in getattr(task, "models", ())])
-    columns = [("name", 0), ("modality", 0), ("metric", 0), ("examples", 0), ("for models", longest_model), ("description", 24)]
-    _print_listing("tasks" if model is None else f"tasks that suit {model}", columns, rows)
-    if model is not None and not listed:
-        out.print(f"no registered task suits {model}; give a word-pair JSON file in its vocabulary with --task FILE")
-
-
-@app.command("train-toy")
-def train_toy(
-    kind: Annotated[str, typer.Argument(help="which toy trainer (see the list under `nnvtv train-toy --help`)")] = "text",
-    out_dir: Annotated[Path, typer.Option("--out", help="where to write the weights (filled only when training ends)")] = Path("toy-weights"),
-    seed: Annotated[int, typer.Option(help="seeds everything (>= 0)")] = 0,
-) -> None:
-    """Retrain a shipped toy model from scratch (deterministic for a given seed).
-
-    The trainers are whatever plug-ins registered (nnvtv.toys.TRAINERS): nnvtv ships
-    text (toy-text, toy-text-natural), visual (toy-visual) and seggpt (toy-seggpt).
-    Training writes into a temporary folder beside --out, moved into place when it ends.
-    """
-    from nnvtv.toys import TRAINERS
-
-    try:
-        trainer = TRAINERS.get(kind)
-        _check_common(seed=seed, out_dir=out_dir)
-        with _staged(out_dir, None) as tmp:
-            summary = trainer.train(tmp, seed=seed)
-            text = json.dumps(summary, default=str).replace(str(tmp), str(out_dir))
-    except NnvtvError as exc:
-        _fail(exc)
-    except OSError as exc:
-        _fail(f"cannot write {out_dir}: {exc.strerror or exc}; {out_dir} was left as it was")
-    except KeyboardInterrupt:
-        _interrupted(out_dir)
-    out.print_json(text)
-
-
-def _int_list(flag: str, text: str) -> list[int]:
-    try:
-        values = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} must be comma-separated integers >= 0 such as 0,1,2; got {text!r}") from None
-    if not values:
-        raise ConfigError(f"{flag} must name at least one integer >= 0 such as 0,1,2; got {text!r}")
-    bad = [v for v in values if v < 0]
-    if bad:
-        raise ConfigError(f"{flag} must be integers >= 0, got {bad[0]} in {text!r}")
-    if len(set(values)) != len(values):
-        raise ConfigError(f"{flag} must not repeat a value (a repeated seed repeats the same run), got {text!r}")
-    return values
 
 
 @app.command()
@@ -626,8 +345,3 @@ def _example_images(model: Any, result: Any, out_dir: Path, seed: int) -> bool:
     title = f"{model.name} / {task.name}: held-out queries ({task.metric} under each output)"
     plot_image_grid(images, out_dir / "examples.png", title=title, scores=scores)
     return True
-
-
-def main() -> None:  # pragma: no cover
-    app()
-
