@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from nnvtv.checks import writable_folder
-from nnvtv.errors import ConfigError
+from nnvtv.errors import ConfigError, NnvtvError
 
 err = Console(stderr=True)
 
@@ -135,8 +135,20 @@ def _check_model_task(model: str, task: Any) -> None:
 
 
 @contextmanager
+def _ending_in_one_line(out_dir: Path | None) -> Iterator[None]:
+    """Around a command's work: an nnvtv error, an ``--out`` folder that cannot be written, or an
+    interruption each end with one line on stderr and exit 2 (the folder left as it was)."""
+    try:
+        yield
+    except NnvtvError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(f"cannot write {out_dir}: {exc.strerror or exc}; {out_dir} was left as it was")
+    except KeyboardInterrupt:
+        _interrupted(out_dir)
 
 
+@contextmanager
 def _staged(out_dir: Path, marker: str | None) -> Iterator[Path]:
     """A temporary folder beside ``out_dir`` to write into; on success its files move into
     ``out_dir`` (created if missing) with ``marker`` last, after any old ``marker`` was removed,

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nnvtv.cli import common
-from nnvtv.cli.common import _check_common, _fail, _interrupted, _staged, app
+from nnvtv.cli.common import _check_common, _ending_in_one_line, _fail, _interrupted, _staged, app
 from nnvtv.errors import NnvtvError
 
 
@@ -112,16 +112,10 @@ def train_toy(
     """
     from nnvtv.toys import TRAINERS
 
-    try:
+    with _ending_in_one_line(out_dir):
         trainer = TRAINERS.get(kind)
         _check_common(seed=seed, out_dir=out_dir)
         with _staged(out_dir, None) as tmp:
             summary = trainer.train(tmp, seed=seed)
             text = json.dumps(summary, default=str).replace(str(tmp), str(out_dir))
-    except NnvtvError as exc:
-        _fail(exc)
-    except OSError as exc:
-        _fail(f"cannot write {out_dir}: {exc.strerror or exc}; {out_dir} was left as it was")
-    except KeyboardInterrupt:
-        _interrupted(out_dir)
     common.out.print_json(text)

@@ -18,6 +18,7 @@ from nnvtv.cli.common import (
     _catalogue_default,
     _check_common,
     _check_model_task,
+    _ending_in_one_line,
     _fail,
     _int_list,
     _interrupted,
@@ -226,15 +227,8 @@ def compare(
     except KeyboardInterrupt:
         _interrupted(out_dir)
     if out_dir is not None:
-        try:
-            with _staged(out_dir, "compare.json") as tmp:
-                cmp.save(tmp)
-        except NnvtvError as exc:
-            _fail(exc)
-        except OSError as exc:
-            _fail(f"cannot write {out_dir}: {exc.strerror or exc}; {out_dir} was left as it was")
-        except KeyboardInterrupt:
-            _interrupted(out_dir)
+        with _ending_in_one_line(out_dir), _staged(out_dir, "compare.json") as tmp:
+            cmp.save(tmp)
     if as_json:
         sys.stdout.write(json.dumps(cmp.as_dict(), indent=1) + "\n")
         return
@@ -270,7 +264,7 @@ def learn(
     """Learn a task vector: train the patched values by gradient descent (at a vector's sites or one layer)."""
     import nnvtv
 
-    try:
+    with _ending_in_one_line(out_dir):
         if (vector is None) == (layer is None):
             raise ConfigError("give --vector DIR (learn at a found vector's sites) or --layer L (one residual layer), exactly one")
         if vector is not None and not vector.exists():
@@ -304,12 +298,6 @@ def learn(
             with _staged(out_dir, "results.json") as tmp:
                 result.task_vector.save(tmp)
                 (tmp / "results.json").write_text(json.dumps(data, indent=1))
-    except NnvtvError as exc:
-        _fail(exc)
-    except OSError as exc:
-        _fail(f"cannot write {out_dir}: {exc.strerror or exc}; {out_dir} was left as it was")
-    except KeyboardInterrupt:
-        _interrupted(out_dir)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=1) + "\n")
         return
