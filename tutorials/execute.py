@@ -127,13 +127,32 @@ def execute(nb: Any, out_dir: Path, *, timeout: int = TIMEOUT) -> Any:
     for key in HIDDEN:  # stored outputs never depend on (or show) a key
         env.pop(key, None)
     client = nbclient.NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", record_timing=False,
+        nb, timeout=timeout, kernel_name="python3", record_timing=False, kernel_manager_class=_this_python(),
         resources={"metadata": {"path": str(TUTORIALS)}},
     )  # fmt: skip
     t0 = time.perf_counter()
     client.execute(env=env)
     nb.metadata.setdefault(META, {})["seconds"] = round(time.perf_counter() - t0)
     return scrub(nb, out_dir)
+
+
+def _this_python() -> type:
+    """A kernel manager whose ``python3`` kernel is this interpreter (``sys.executable``), whatever
+    kernel specs the machine has installed (a system-wide ``python3`` spec may be another Python)."""
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+    class ThisPython(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+            argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+            return KernelSpec(argv=argv, display_name="Python 3", language="python", resource_dir="")
+
+    class Manager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.kernel_spec_manager = ThisPython()
+
+    return Manager
 
 
 def scrub(nb: Any, out_dir: Path) -> Any:
