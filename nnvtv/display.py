@@ -142,8 +142,17 @@ def scores_repr(s: Any) -> str:
 
 
 def _of_icl(scores: dict[str, Any]) -> str:
-    frac = scores.get("fraction_of_icl") if isinstance(scores, dict) else None
-    return f", {float(frac):.2f} of ICL" if isinstance(frac, (int, float)) else ""
+    """``", 1.00 of ICL"`` (higher-is-better metrics) or ``", 99% of the gap"`` (lower-is-better)."""
+    if not isinstance(scores, dict):
+        return ""
+    frac, gap = scores.get("fraction_of_icl"), scores.get("gap_closed")
+    if isinstance(frac, (int, float)) and scores.get("higher_is_better", True):
+        return f", {float(frac):.2f} of ICL"
+    return f", {float(gap):.0%} of the gap" if isinstance(gap, (int, float)) else ""
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
 
 
 @never_raises("repr")
@@ -152,7 +161,7 @@ def task_vector_repr(v: Any) -> str:
     sites = list(field_of(v, "values", None) or {})
     learned = ", learned values" if field_of(v, "learned") else ""
     return (
-        f"TaskVector({_model_task(field_of(v, 'model'), field_of(v, 'task'))}: {len(sites)} sites {compact_sites(sites, 60)}, "
+        f"TaskVector({_model_task(field_of(v, 'model'), field_of(v, 'task'))}: {_plural(len(sites), 'site')} {compact_sites(sites, 60)}, "
         f"{field_of(v, 'mode', '?')}{learned}{_of_icl(field_of(v, 'scores') or {})})"
     )
 
@@ -217,8 +226,9 @@ def means_repr(m: Any) -> str:
     meta = field_of(m, "meta") or {}
     sites = list(m)
     shots = f", {meta['shots']}-shot" if "shots" in meta else ""
-    who = _model_task(meta.get("model"), meta.get("task")) + ": " if meta.get("model") or meta.get("task") else ""
-    return f"Means({who}{len(sites)} sites {compact_sites(sites, 60)}, {field_of(m, 'count', '?')} prompts{shots}, fingerprint {str(field_of(m, 'fingerprint', '?'))[:10]})"
+    who = meta.get("model") if not meta.get("task") else _model_task(meta.get("model"), meta.get("task"))
+    who = f"{who}: " if who else ""
+    return f"Means({who}{_plural(len(sites), 'site')} {compact_sites(sites, 60)}, {field_of(m, 'count', '?')} prompts{shots}, fingerprint {str(field_of(m, 'fingerprint', '?'))[:10]})"
 
 
 # ---------------------------------------------------------------------------- HTML pieces

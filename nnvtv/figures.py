@@ -155,10 +155,11 @@ def draw_history(ax: Any, results: Sequence[SearchResult], *, loss: bool = True)
     for i, r in enumerate(results):
         pts = [(h.forward_passes, h.heldout) for h in r.history if h.heldout is not None]
         name = r.task_vector.strategy if len(results) > 1 else "task vector (best set, held-out)"
-        if pts:
-            ax.plot(*zip(*pts, strict=True), "o-", ms=3, color=f"C{i % 10}" if len(results) > 1 else "C0", label=name)
-    ax.axhline(first.icl, color="C2", ls="--", label=f"ICL {first.shots}-shot ({first.icl:.2f})")
-    ax.axhline(first.zero_shot, color="C3", ls=":", label=f"zero-shot ({first.zero_shot:.2f})")
+        if pts:  # a one-point history (ranking) gets a large marker so it shows
+            ax.plot(*zip(*pts, strict=True), "o-", ms=3 if len(pts) > 1 else 7, color=f"C{i % 10}" if len(results) > 1 else "C0", label=name)
+    # the baselines in black and grey, never a strategy's colour
+    ax.axhline(first.icl, color="black", ls="--", lw=1, label=f"ICL {first.shots}-shot ({first.icl:.2f})")
+    ax.axhline(first.zero_shot, color="0.5", ls=":", lw=1.2, label=f"zero-shot ({first.zero_shot:.2f})")
     ax.set_xlabel("forward passes (candidate site sets; a gradient row counts 3)")
     ax.set_ylabel(f"held-out {first.metric}")
     handles, labels = ax.get_legend_handles_labels()

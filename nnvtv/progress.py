@@ -94,7 +94,7 @@ class Progress:
     def detail(self) -> str:
         """The short right-hand text: the search's best held-out score and site count."""
         if self.stage == "search" and self.info.get("heldout") is not None:
-            return f"best held-out {self.info['heldout']:.2f}, {self.info.get('n_sites', '?')} sites"
+            return f"best mask so far: held-out {self.info['heldout']:.2f}, {self.info.get('n_sites', '?')} sites"
         return ""
 
 

@@ -14,6 +14,7 @@ return. Objects display themselves in Jupyter through :mod:`nnvtv.display`.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -131,7 +132,27 @@ def comparison_table(cmp: Any) -> Any:
         for k, (label, row) in enumerate(zip(cmp.labels, matrix, strict=True), 1):
             m.add_row(f"{k} {label}", *[fmt(v) for v in row])
         parts.append(m)
-    return Group(*parts)
+    return Printable(Group(*parts))
+
+
+class Printable:
+    """Rich renderables that also ``print()`` as plain text (not ``<rich.console.Group object>``)
+    and render as themselves in a rich console or a notebook."""
+
+    def __init__(self, renderable: Any) -> None:
+        self.renderable = renderable
+
+    def __rich__(self) -> Any:
+        return self.renderable
+
+    def __str__(self) -> str:
+        from rich.console import Console
+
+        console = Console(width=120, record=True, file=io.StringIO())
+        console.print(self.renderable)
+        return console.export_text()
+
+    __repr__ = __str__
 
 
 def plot_image_grid(images: dict[str, Any], path: str | Path, *, title: str | None = None, scores: dict[str, Sequence[float]] | None = None) -> Path:

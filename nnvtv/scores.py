@@ -57,8 +57,9 @@ class Scores(ScoresView):
 
     @property
     def fraction_of_icl(self) -> float | None:
-        """Task-vector score as a fraction of the ICL score (``None`` if undefined)."""
-        if self.task_vector is None or self.icl == 0:
+        """Task-vector score as a fraction of the ICL score; ``None`` if undefined, and for
+        lower-is-better metrics (an MSE 1.1x ICL's is worse, not better: read :attr:`gap_closed`)."""
+        if self.task_vector is None or self.icl == 0 or not self.higher_is_better:
             return None
         return self.task_vector / self.icl
 

@@ -89,7 +89,7 @@ def cie_figure(cie: torch.Tensor, *, heads: Sequence[Site] = (), title: str = ""
     shape = tuple(cie.shape)
     if len(shape) != 2:
         raise ShapeMismatchError(f"cie must be [n_layers, n_heads], got {shape}")
-    fig = Figure(figsize=(max(5.0, 0.28 * shape[0] + 2), 0.3 * shape[1] + 1.6), layout="constrained")
+    fig = Figure(figsize=(min(10.0, max(5.0, 0.28 * shape[0] + 2)), min(6.0, 0.3 * shape[1] + 1.6)), layout="constrained")
     draw_cie(fig, fig.subplots(), cie, heads)
     fig.suptitle(title or "causal indirect effect per head (outlined: function-vector heads)", fontsize=9)
     return fig
@@ -105,8 +105,8 @@ def function_vector_figure(fv: FunctionVector) -> Figure:
     swept, zero-shot accuracy with the vector added at each layer (its own layer marked)."""
     n_layers, n_heads = tuple(fv.cie.shape)
     swept = bool(fv.layer_accuracy)
-    width = max(5.0, 0.28 * n_layers + 2)
-    fig = Figure(figsize=(2 * width if swept else width, 0.3 * n_heads + 1.9), layout="constrained")
+    width = min(7.0, max(5.0, 0.28 * n_layers + 2))  # at most 14 in (~1400 px at 100 dpi) for two panels
+    fig = Figure(figsize=(2 * width if swept else width, min(6.0, 0.3 * n_heads + 1.9)), layout="constrained")
     axes = fig.subplots(1, 2 if swept else 1, squeeze=False)[0]
     draw_cie(fig, axes[0], fv.cie, fv.heads)
     axes[0].set_title(f"causal indirect effect (outlined: the {len(fv.heads)} heads)", fontsize=9)
