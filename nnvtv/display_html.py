@@ -25,7 +25,7 @@ from nnvtv.display import (
 
 __all__ = [
     "scores_html", "search_result_html", "task_vector_html", "comparison_html", "layer_sweep_html",
-    "function_vector_html", "means_html", "site_space_html", "model_html",
+    "function_vector_html", "means_html", "site_space_html", "model_html", "learn_result_html",
 ]
 
 
@@ -204,3 +204,20 @@ def model_html(model: Any) -> str:
     facts = [["adapter", field_of(field_of(model, "adapter"), "name", "?")], ["class", type(field_of(model, "module")).__name__],
              ["fingerprint", str(field_of(model, "fingerprint", "?"))], ["remote", str(field_of(model, "remote", False))]]  # fmt: skip
     return box(f"nnvtv.Model: {esc(field_of(model, 'name', '?'))}", table(rows, ["stream", "layers", "heads", "head_dim", "d_model", "token groups"]), table(facts))
+
+
+@never_raises("html")
+def learn_result_html(r: Any) -> str:
+    """A learned task vector: held-out learned vs extracted vs ICL / zero-shot, its sites, the
+    training record, and the loss curve."""
+    from nnvtv.figures import learn_history_figure
+
+    tv, s = field_of(r, "task_vector"), field_of(r, "scores")
+    rec = field_of(tv, "learned") or {}
+    rows = [["zero-shot", num(field_of(s, "zero_shot"))], [f"ICL ({field_of(s, 'shots', '?')}-shot)", num(field_of(s, "icl"))],
+            ["extracted means", num(field_of(r, "extracted_score"))], ["learned values", num(field_of(s, "task_vector"))]]  # fmt: skip
+    facts = [["sites", _sites_line(list(field_of(tv, "values", None) or {}), None)],
+             ["steps", f"{rec.get('steps', '?')} (best {rec.get('best_step', '?')}), lr {rec.get('lr', '?')}, init {rec.get('init', '?')}"],
+             ["forward passes", str(field_of(r, "forward_passes", "?"))]]  # fmt: skip
+    title = f"LearnResult: {esc(field_of(tv, 'model', '?'))} / {esc(field_of(tv, 'task', '?'))} (held-out {esc(field_of(s, 'metric', '?'))})"
+    return box(title, table(rows), table(facts), warnings_html(field_of(r, "warnings")), image(lambda: learn_history_figure(r)))

@@ -297,3 +297,22 @@ def image_grid_figure(images: dict[str, Any], *, title: str | None = None, score
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
+
+
+def learn_history_figure(result: Any, *, title: str | None = None) -> Figure:
+    """A learned task vector's training: loss on the fit queries and, where measured, on the
+    validation queries, against the step (step 0: the extracted means)."""
+    hist = list(getattr(result, "history", []) or [])
+    fig = Figure(figsize=(6.0, 3.2), layout="constrained")
+    ax = fig.subplots()
+    steps = [h["step"] for h in hist]
+    ax.plot(steps, [h["train_loss"] for h in hist], "-", color="C0", label="fit queries")
+    val = [(h["step"], h["validation_loss"]) for h in hist if h.get("validation_loss") is not None]
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", ms=3, color="C1", label="validation queries")
+    ax.set_xlabel("step (0: the extracted means)")
+    ax.set_ylabel("task loss (minimized)")
+    ax.legend(fontsize=7)
+    tv = getattr(result, "task_vector", None)
+    fig.suptitle(title or f"{getattr(tv, 'model', '?')} / {getattr(tv, 'task', '?')}: learning the values", fontsize=10)
+    return fig

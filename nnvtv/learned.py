@@ -34,6 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -102,6 +103,21 @@ class LearnResult:
             )
         except Exception:  # noqa: BLE001 - a repr never raises
             return "LearnResult(...)"
+
+    def _repr_html_(self) -> str:
+        from nnvtv.display_html import learn_result_html
+
+        return learn_result_html(self)
+
+    def plot(self, path: str | Path | None = None) -> Any:
+        """The training curve (fit and validation loss against the step), a matplotlib Figure;
+        also saved to ``path`` if given."""
+        from nnvtv.figures import learn_history_figure, save_figure
+
+        fig = learn_history_figure(self)
+        if path is not None:
+            save_figure(fig, path)
+        return fig
 
     @property
     def fit_loss(self) -> dict[str, float]:

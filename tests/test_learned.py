@@ -202,3 +202,16 @@ def test_learn_result_prints_in_one_line():
     text = repr(_layer0())
     assert text.startswith("LearnResult(toy-text / toy-perm_c: 1 site, held-out accuracy learned") and "\n" not in text
     assert len(text) < 200
+
+
+def test_learn_result_displays_itself_and_plots_its_training(tmp_path):
+    r = _layer0()
+    html = r._repr_html_()
+    for part in ("learned values", "extracted means", f"{r.extracted_score:.3f}", f"{r.scores.task_vector:.3f}", "<img"):
+        assert part in html, part
+    fig = r.plot(tmp_path / "learn.png")
+    assert (tmp_path / "learn.png").stat().st_size > 0
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()][:2] == ["fit queries", "validation queries"]
+    fit = ax.get_lines()[0].get_ydata()
+    assert fit[-1] < fit[0]  # the values were trained: the fit loss went down from the extracted means'
