@@ -87,14 +87,8 @@ def find(
                   "plus means, held-out scores and evaluation)")
     written: list[str] = []
     if out_dir is not None:
-        try:
+        with _ending_in_one_line(out_dir):
             written = _write_find(m, result, data, out_dir, seed)
-        except NnvtvError as exc:
-            _fail(exc)
-        except OSError as exc:
-            _fail(f"cannot write {out_dir}: {exc.strerror or exc}; {out_dir} was left as it was")
-        except KeyboardInterrupt:
-            _interrupted(out_dir)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=1) + "\n")
         return
