@@ -39,6 +39,27 @@ def test_one_shot_clearly_beats_zero_shot(model):
     assert card["metrics"]["disk"]["zero_shot_miou"] == pytest.approx(scores.zero_shot, abs=1e-6)
 
 
+def test_card_is_what_nnvtv_evaluate_measures(model, tmp_path):
+    """Every number of the shipped card's metrics is nnvtv.evaluate's, and the card is what the
+    trainer writes from its record (a card cannot disagree with what a user measures)."""
+    import shutil
+
+    from nnvtv.adapters.toy.train_seggpt import latent_task, write_model_card
+    from nnvtv.tasks.procedural import SHAPES
+
+    shipped = toy.WEIGHTS_DIR / "toy-seggpt"
+    rec = json.loads((shipped / "metrics.json").read_text())
+    assert set(rec["metrics"]) == set(SHAPES)
+    for shape in SHAPES:
+        s = nnvtv.evaluate(model, latent_task(shape), shots=1, seed=0, progress=False)
+        assert rec["metrics"][shape]["one_shot_miou"] == pytest.approx(s.icl, abs=1e-6)
+        assert rec["metrics"][shape]["zero_shot_miou"] == pytest.approx(s.zero_shot, abs=1e-6)
+    copy = tmp_path / "card"
+    copy.mkdir()
+    shutil.copy(shipped / "metrics.json", copy / "metrics.json")
+    assert write_model_card(copy).read_text() == (shipped / "MODEL_CARD.md").read_text()
+
+
 def test_missing_weights_say_how_to_rebuild(tmp_path):
     with pytest.raises(CheckpointError, match="train-toy seggpt"):
         toy.load_toy_seggpt(weights_dir=tmp_path)
