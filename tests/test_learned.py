@@ -101,6 +101,19 @@ def test_learn_on_a_visual_toy_minimises_its_surrogate():
     assert 0 <= res.scores.task_vector <= 1
 
 
+def test_learn_on_toy_seggpt_at_attributions_sites_follows_the_task_surrogate():
+    """SegGPT (continuous pixels, IoU): the sites attribution finds, then learned values; the
+    gradients follow the task's soft IoU and the kept values fit at least as well as the means."""
+    model = nnvtv.load("toy-seggpt")
+    found = nnvtv.find(model, "segmentation", strategy="attribution", budget=32, progress=False)
+    res = nnvtv.learn(model, start=found.task_vector, steps=3, validation=0, progress=False)
+    assert res.task_vector.learned["loss"]["source"] == "task surrogate"
+    assert res.task_vector.sites == found.task_vector.sites
+    assert res.fit_loss["learned"] <= res.fit_loss["extracted"]
+    # measured: extracted 0.783, learned 0.81 held-out IoU (zero-shot 0.403, one-shot 0.999)
+    assert res.scores.task_vector > res.scores.zero_shot + 0.2
+
+
 class _NoForward(Exception):
     pass
 
