@@ -338,7 +338,8 @@ def tables(data: dict) -> list[str]:
                     f"{statistics.mean(r.get('gradient_rows', 0) for r in cell):.0f}) "
                     f"| {statistics.mean(r['search_s'] for r in cell):.0f} / {statistics.mean(r['wall_s'] for r in cell):.0f} | {'; '.join(notes)} |"
                 )
-        lines += ["", *agreement(g, strategies, max(budgets)), ""]
+        grid = [b for b in budgets if any(r["budget"] == b and r["strategy"] != "ranking" for r in g)] or budgets
+        lines += ["", *agreement(g, strategies, max(grid)), ""]
     if learned:
         lines += [
             "## Learned task vectors (`nnvtv.learn`, seed 0)",
@@ -407,9 +408,13 @@ def summary(data: dict, strategies: list[str]) -> list[str]:
 
 
 def agreement(g: list[dict], strategies: list[str], budget: int) -> list[str]:
-    """Jaccard overlap of the site sets at ``budget`` and the layers they sit in."""
-    top = [r for r in g if r["budget"] == budget]
-    out = [f"Site sets at budget {budget}:", "", "| strategy | Jaccard between seeds | Jaccard with other strategies | layers holding most sites |", "|---|---|---|---|"]
+    """Jaccard overlap of the site sets at ``budget`` (a strategy that has no run there: at its
+    own largest budget, e.g. ranking's one pass per site) and the layers they sit in."""
+    largest = {s: max(r["budget"] for r in g if r["strategy"] == s) for s in {r["strategy"] for r in g}}
+    at = {s: budget if any(r["strategy"] == s and r["budget"] == budget for r in g) else b for s, b in largest.items()}
+    top = [r for r in g if r["budget"] == at[r["strategy"]]]
+    odd = [f"{s} at {b}" for s, b in at.items() if b != budget]
+    out = [f"Site sets at budget {budget}{' (' + ', '.join(odd) + ')' if odd else ''}:", "", "| strategy | Jaccard between seeds | Jaccard with other strategies | layers holding most sites |", "|---|---|---|---|"]
     for strategy in strategies:
         mine = [set(r["sites"]) for r in top if r["strategy"] == strategy]
         if not mine:
@@ -425,7 +430,7 @@ def agreement(g: list[dict], strategies: list[str], budget: int) -> list[str]:
         total = max(1, sum(per_layer.values()))
         top3 = sorted(per_layer.items(), key=lambda kv: -kv[1])[:3]
         out.append(
-            f"| {strategy} | {statistics.mean(within) if within else float('nan'):.2f} | {statistics.mean(across) if across else float('nan'):.2f} "
+            f"| {strategy} | {f'{statistics.mean(within):.2f}' if within else '- (one seed)'} | {f'{statistics.mean(across):.2f}' if across else '-'} "
             f"| {', '.join(f'{lab} {c / total:.0%}' for lab, c in top3)} |"
         )
     return out
