@@ -45,6 +45,7 @@ def test_card_is_what_nnvtv_evaluate_measures(model, tmp_path):
     import shutil
 
     from nnvtv.adapters.toy.train_seggpt import latent_task, write_model_card
+
     from nnvtv.tasks.procedural import SHAPES
 
     shipped = toy.WEIGHTS_DIR / "toy-seggpt"
