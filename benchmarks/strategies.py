@@ -94,12 +94,19 @@ def _score(run: dict) -> float:
     return 0.0 if v is None else float(v)
 
 
-def _as_score(run: dict, value: float) -> float:
-    """A raw held-out value of ``run``'s metric on the scale of :func:`_score`."""
+def _ratio(run: dict, value: float) -> float | None:
+    """A raw held-out value of ``run``'s metric as a fraction of ICL (accuracy) or of the gap
+    closed (IoU, MSE); ``None`` where that is undefined (ICL 0, or no gap)."""
     if run.get("metric", "accuracy") == "accuracy":
-        return value / run["icl"] if run["icl"] else 0.0
+        return value / run["icl"] if run["icl"] else None
     gain = run["icl"] - run["zero_shot"]
-    return (value - run["zero_shot"]) / gain if gain else 0.0
+    return (value - run["zero_shot"]) / gain if gain else None
+
+
+def _as_score(run: dict, value: float) -> float:
+    """:func:`_ratio` on the scale of :func:`_score` (0 where undefined)."""
+    r = _ratio(run, value)
+    return 0.0 if r is None else r
 
 
 def _score_name(metric: str) -> str:
@@ -274,13 +281,7 @@ def _cell(runs: list[dict], model: str, task: str, strategy: str, budget: int) -
 
 def _learned_score(x: dict) -> tuple[float | None, float | None]:
     """(extracted, learned) as fractions of ICL (accuracy) or gap closed."""
-    def f(v: float) -> float | None:
-        if x["metric"] == "accuracy":
-            return v / x["icl"] if x["icl"] else None
-        gain = x["icl"] - x["zero_shot"]
-        return (v - x["zero_shot"]) / gain if gain else None
-
-    return f(x["extracted"]), f(x["learned"])
+    return _ratio(x, x["extracted"]), _ratio(x, x["learned"])
 
 
 def _fmt_range(v: list[float]) -> str:
