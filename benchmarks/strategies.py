@@ -423,13 +423,13 @@ def agreement(g: list[dict], strategies: list[str], budget: int) -> list[str]:
         others = [set(r["sites"]) for r in top if r["strategy"] != strategy]
         within = [jaccard(a, b) for a, b in itertools.combinations(mine, 2)]
         across = [jaccard(a, b) for a in mine for b in others]
-        per_layer: dict[str, int] = {}
+        per_layer: dict[tuple[str, int], int] = {}
         for s in itertools.chain.from_iterable(mine):
             site = nnvtv.Site.parse(s)
-            lab = f"{site.stream + '.' if site.stream else ''}L{site.layer}"
-            per_layer[lab] = per_layer.get(lab, 0) + 1
+            per_layer[(site.stream, site.layer)] = per_layer.get((site.stream, site.layer), 0) + 1
         total = max(1, sum(per_layer.values()))
-        top3 = sorted(per_layer.items(), key=lambda kv: -kv[1])[:3]
+        # ties in stream and layer order: the sets' own order depends on the string hash seed
+        top3 = [(f"{st + '.' if st else ''}L{layer}", c) for (st, layer), c in sorted(per_layer.items(), key=lambda kv: (-kv[1], kv[0]))[:3]]
         out.append(
             f"| {strategy} | {f'{statistics.mean(within):.2f}' if within else '- (one seed)'} | {f'{statistics.mean(across):.2f}' if across else '-'} "
             f"| {', '.join(f'{lab} {c / total:.0%}' for lab, c in top3)} |"
