@@ -444,6 +444,21 @@ def tokenizer() -> T.PreTrainedTokenizerFast:
     return make_tokenizer("right")
 
 
+@pytest.fixture
+def refuse_forwards(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], Any]:
+    """``refuse_forwards(model)``: the test fails if any forward pass runs through ``model``
+    (every traced forward goes through :meth:`nnvtv.Model.trace_jobs`); returns the model."""
+
+    def refuse(model: Any) -> Any:
+        def no_forward(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError("a forward ran before the arguments were checked")
+
+        monkeypatch.setattr(model, "trace_jobs", no_forward)
+        return model
+
+    return refuse
+
+
 # --------------------------------------------------------------------------- hygiene
 
 

@@ -114,10 +114,6 @@ def test_learn_on_toy_seggpt_at_attributions_sites_follows_the_task_surrogate():
     assert res.scores.task_vector > res.scores.zero_shot + 0.2
 
 
-class _NoForward(Exception):
-    pass
-
-
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -145,13 +141,8 @@ class _NoForward(Exception):
         ({"layer": 1, "groups": "last"}, "groups must be a list"),
     ],
 )
-def test_bad_arguments_are_refused_before_any_forward(kwargs, match, monkeypatch):
-    model = _toy()
-
-    def no_forward(*a, **k):
-        raise _NoForward("a forward ran before the arguments were checked")
-
-    monkeypatch.setattr(model, "trace_jobs", no_forward)
+def test_bad_arguments_are_refused_before_any_forward(kwargs, match, refuse_forwards):
+    model = refuse_forwards(_toy())
     with pytest.raises(NnvtvError, match=match):
         nnvtv.learn(model, "toy-perm_c", **kwargs)
 

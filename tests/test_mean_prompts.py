@@ -76,13 +76,8 @@ def test_find_with_the_best_mean_prompts_records_them():
         ({"n_mean_prompts": 0}, "n_mean_prompts must be an int >= 1"),
     ],
 )
-def test_bad_mean_prompt_options_are_refused_before_any_forward(kwargs, match, monkeypatch):
-    model = _toy()
-
-    def no_forward(*a, **k):
-        raise AssertionError("a forward ran before the arguments were checked")
-
-    monkeypatch.setattr(model, "trace_jobs", no_forward)
+def test_bad_mean_prompt_options_are_refused_before_any_forward(kwargs, match, refuse_forwards):
+    model = refuse_forwards(_toy())
     with pytest.raises(ConfigError, match=match):
         nnvtv.find(model, strategy="attribution", budget=8, **kwargs)
     with pytest.raises(ConfigError, match=match):
